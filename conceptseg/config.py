@@ -139,7 +139,9 @@ PRESETS = {
 
 
 def get_config(name: str) -> Sam3Config:
+    from .errors import InputError
+
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
