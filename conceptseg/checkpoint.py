@@ -137,9 +137,16 @@ def to_official_image_layout(sd: dict[str, Tensor], meta: dict[str, str] | None 
         return {k: v for k, v in sd.items() if ".sam2_convs." not in k}, "official"
     from . import checkpoint_hf
 
-    if checkpoint_hf.looks_like_hf(keys):
+    if _looks_like_hf(keys):
         return checkpoint_hf.hf_to_official(sd), "hf"
     raise CheckpointError(f"not a SAM 3 checkpoint: unrecognised keys such as {keys[:2]}")
+
+
+def _looks_like_hf(keys: list[str]) -> bool:
+    """transformers' Sam3Model names its parts vision_encoder / detr_encoder / detr_decoder,
+    possibly under a prefix (e.g. ``detector_model.`` in the video model's file)."""
+    marks = ("vision_encoder.", "detr_encoder.", "detr_decoder.")
+    return any(m in k for k in keys for m in marks)
 
 
 def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], source: str) -> None:

@@ -63,22 +63,30 @@ def _load_model(args):
         else:
             config = get_config(args.config)
     path = args.checkpoint or default_weights_path()
+    # A running clock while a large checkpoint loads; only on a terminal, so that logs and
+    # error output stay one line.
     with tqdm(total=1, desc=f"loading {Path(path).name}", file=sys.stderr, leave=False,
-              bar_format="{desc}: {elapsed}") as bar:
+              bar_format="{desc}: {elapsed}", disable=not sys.stderr.isatty()) as bar:
         model = load(args.checkpoint, config=config, device=args.device)
         bar.update(1)
     return model
 
 
 def cmd_segment(args) -> int:
-    from .inference.image import ImagePredictor
+    from .inference.image import ImagePredictor, validate_exemplars, validate_text
+    from .inference.image_io import load_image
 
+    # Validate everything cheap before loading a (possibly multi-GB) model.
     exemplars = [parse_exemplar(s) for s in args.exemplar]
     if not args.text and not exemplars:
         raise InputError("give --text, --exemplar, or both")
+    for t in args.text:
+        validate_text(t)
+    rgb = load_image(args.image)
+    validate_exemplars(exemplars, rgb.shape[1], rgb.shape[0])
     model = _load_model(args)
     pred = ImagePredictor(model, precision=args.precision)
-    pred.set_image(args.image)
+    pred.set_image(rgb)
     texts = args.text or [None]
     results = pred.predict(text=list(texts) if args.text else None, exemplars=exemplars,
                            threshold=args.threshold)
@@ -88,7 +96,7 @@ def cmd_segment(args) -> int:
               + ("".join(f"\n  score {s:.3f} box {[round(v, 1) for v in b]}"
                          for s, b in zip(r.scores.tolist(), r.boxes.tolist()))))
     if args.out:
-        overlay = _merge_overlays(results, args.image)
+        overlay = _merge_overlays(results, rgb)
         _atomic_write(Path(args.out), lambda t: overlay.save(t, format=_fmt(args.out)))
         print(f"overlay written to {args.out}")
     if args.json:

@@ -42,8 +42,10 @@ def load_image(image) -> np.ndarray:
                 return _pil_to_rgb(im)
         except InputError:
             raise
-        except Image.DecompressionBombError as e:
-            raise InputError(f"image {path.name} refused: {e}") from None
+        except Image.DecompressionBombError as e:  # PIL's own, larger, limit fired first
+            size = str(e).split(" pixels")[0].split("(")[-1]
+            raise InputError(f"image {path.name} has {size} pixels, above the limit of "
+                             f"{MAX_PIXELS:,} pixels (refused before decoding)") from None
         except Exception as e:
             raise InputError(f"cannot decode image {path.name} (corrupt, truncated or not an "
                              f"image): {str(e).splitlines()[0][:120]}") from None
