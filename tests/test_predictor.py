@@ -1,0 +1,117 @@
+"""ImagePredictor: input formats, batching, caching, thresholds, exports."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conceptseg.errors import InputError
+from conceptseg.inference.image import ImagePredictor
+from conceptseg.inference.image_io import load_image
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pred(test_model, rgb):
+    return ImagePredictor(test_model).set_image(rgb)
+
+
+def test_image_formats_agree(tmp_path, rgb):
+    rgba = np.concatenate([rgb, np.full((50, 70, 1), 128, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert np.array_equal(load_image(tmp_path / "a.png"), rgb)  # alpha dropped, not composited
+    assert np.array_equal(load_image(Image.fromarray(rgb)), rgb)
+    gray = rgb[..., 0]
+    assert np.array_equal(load_image(gray), np.repeat(gray[..., None], 3, axis=2))
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert load_image(tmp_path / "g.png").shape == (50, 70, 3)
+    assert np.array_equal(load_image(rgb.astype(np.float32) / 255.0), rgb)
+
+
+def test_exif_orientation_is_applied(tmp_path, rgb):
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    im.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=100)
+    out = load_image(tmp_path / "r.jpg")
+    assert out.shape == (70, 50, 3)
+
+
+def test_batched_prompts_equal_single(pred):
+    texts = ["red square", "blue circle", "a striped hexagon"]
+    batched = pred.predict(text=texts, threshold=0.0)
+    for t, b in zip(texts, batched):
+        s = pred.predict(text=t, threshold=0.0)
+        assert s.text == b.text == t
+        torch.testing.assert_close(s.scores, b.scores, atol=1e-5, rtol=0)
+        torch.testing.assert_close(s.boxes, b.boxes, atol=1e-3, rtol=0)
+        assert (s.masks != b.masks).float().mean() < 1e-3
+
+
+def test_text_cache_and_image_reuse(pred, monkeypatch):
+    calls = []
+    orig_text = pred.model.encode_text
+    orig_image = pred.model.encode_image
+    monkeypatch.setattr(pred.model, "encode_text", lambda t: calls.append(t.shape[0]) or orig_text(t))
+    monkeypatch.setattr(pred.model, "encode_image", lambda *a: (_ for _ in ()).throw(AssertionError))
+    pred.predict(text=["cached one", "cached two"])
+    pred.predict(text=["cached one", "cached three"])
+    assert calls == [2, 1]  # only the new phrase is encoded; the image is never re-encoded
+    monkeypatch.setattr(pred.model, "encode_image", orig_image)
+
+
+def test_threshold_and_outputs(pred, rgb):
+    everything = pred.predict(text="thing", threshold=0.0)
+    assert len(everything) == pred.model.config.num_queries
+    assert torch.all(everything.scores[:-1] >= everything.scores[1:])
+    assert everything.masks.shape == (len(everything), 50, 70) and everything.masks.dtype == torch.bool
+    assert torch.all(everything.scores <= everything.presence + 1e-6)
+    cut = float(everything.scores[2])
+    some = pred.predict(text="thing", threshold=cut)
+    assert len(some) == 2
+    none = pred.predict(text="thing", threshold=1.0)
+    assert len(none) == 0 and none.masks.shape == (0, 50, 70)
+    coco = everything.to_coco(image_id=7)
+    assert coco[0]["image_id"] == 7 and set(coco[0]) >= {"segmentation", "bbox", "score"}
+    from conceptseg.ops.masks import rle_decode
+    assert torch.equal(rle_decode([coco[0]["segmentation"]])[0], everything.masks[0])
+    assert everything.overlay(rgb).size == (70, 50)
+
+
+def test_exemplars(pred):
+    r = pred.predict(text="thing", exemplars=[((5, 5, 30, 30), True), ((40, 10, 60, 40), False)],
+                     threshold=0.0)
+    plain = pred.predict(text="thing", threshold=0.0)
+    assert not torch.allclose(r.scores, plain.scores)
+    only_boxes = pred.predict(exemplars=[((5, 5, 30, 30), True)], threshold=0.0)
+    assert only_boxes.text is None and len(only_boxes) > 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(text=""), "empty"),
+    (dict(text="x" * 600), "characters"),
+    (dict(text=b"\xff\xfe"), "UTF-8"),
+    (dict(text=None), "give a text"),
+    (dict(text="a", exemplars=[((0, 0, 80, 10), True)]), "outside"),
+    (dict(text="a", exemplars=[((10, 0, 5, 10), True)]), "x0 < x1"),
+    (dict(text="a", exemplars=[((0, 0, float("nan"), 10), True)]), "non-finite"),
+    (dict(text="a", threshold=1.5), "threshold"),
+])
+def test_bad_input(pred, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        pred.predict(**kwargs)
+
+
+def test_predict_before_set_image(test_model):
+    with pytest.raises(InputError, match="set_image"):
+        ImagePredictor(test_model).predict(text="a")
+
+
+def test_bf16_mode_runs_close(test_model, rgb):
+    a = ImagePredictor(test_model).set_image(rgb).predict(text="thing", threshold=0.0)
+    b = ImagePredictor(test_model, precision="bf16").set_image(rgb).predict(text="thing", threshold=0.0)
+    assert (a.scores.sort().values - b.scores.sort().values).abs().max() < 0.05
