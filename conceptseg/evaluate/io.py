@@ -1,0 +1,358 @@
+"""Loading and validating SA-Co ground truth and COCO-style predictions.
+
+SA-Co image benchmarks (Gold / Silver) are COCO JSON files in which one ``images`` entry
+is one *datapoint*: an (image, noun phrase) pair, the phrase stored in ``text_input``.
+A datapoint without annotations is a *negative*.  SA-Co/Gold ships three independent
+annotations per subset as separate files (``gold_<subset>_merged_{a,b,c}_release_test.json``);
+pass them as a list to get the official "best annotator per datapoint" (oracle) scoring.
+
+Everything that is wrong with an input raises :class:`EvalInputError` naming the
+offending entry (its index in the list and its id), instead of an assertion deep
+inside pycocotools.  The resumable :class:`PredictionWriter` lives in ``writer.py``
+and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+from ._rle import RLEError, check_rle, to_compressed_rle
+
+__all__ = [
+    "EvalInputError",
+    "Datapoint",
+    "GroundTruth",
+    "Prediction",
+    "Predictions",
+    "SACO_GOLD_SUBSETS",
+    "saco_gold_paths",
+    "load_json",
+    "load_ground_truth",
+    "load_predictions",
+    "PredictionWriter",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+GTSource = Union[PathLike, Mapping[str, Any]]
+
+#: The seven SA-Co/Gold subsets, as named in the official release file names.
+SACO_GOLD_SUBSETS = (
+    "metaclip",
+    "sa1b",
+    "crowded",
+    "fg_food",
+    "fg_sports_equipment",
+    "attributes",
+    "wiki_common",
+)
+
+
+class EvalInputError(ValueError):
+    """Malformed ground truth or predictions.  ``index`` / ``entry_id`` name the entry."""
+
+    def __init__(self, message: str, index: int | None = None, entry_id: Any = None):
+        super().__init__(message)
+        self.index = index
+        self.entry_id = entry_id
+
+
+@dataclass(frozen=True)
+class Datapoint:
+    """One (image, noun phrase) pair of an SA-Co split."""
+
+    id: int
+    text: str
+    height: int
+    width: int
+    file_name: str | None = None
+    is_instance_exhaustive: bool = True
+
+
+@dataclass
+class GroundTruth:
+    """Validated ground truth, possibly with several annotators (SA-Co/Gold).
+
+    ``instances[k][image_id]`` lists annotator ``k``'s annotations for a datapoint, each a
+    dict with ``id``, ``segmentation`` (compressed RLE, str counts), ``bbox`` (xywh),
+    ``iscrowd`` and ``area`` (as given in the file, or None).  ``eval_ids`` are the datapoints scored by cgF1 (instance-exhaustive ones).
+    """
+
+    datapoints: dict[int, Datapoint]
+    instances: list[dict[int, list[dict]]]
+    eval_ids: list[int]
+    coco: list[dict] = field(repr=False, default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    rescaled_boxes: list[bool] = field(default_factory=list)  # per file: boxes were normalised
+
+    @property
+    def num_annotators(self) -> int:
+        return len(self.instances)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One validated prediction; ``index`` is its position in the input list."""
+
+    index: int
+    image_id: int
+    score: float
+    segmentation: dict | None
+    bbox: tuple[float, float, float, float] | None
+
+
+@dataclass
+class Predictions:
+    """Validated predictions grouped by datapoint, each list in input order."""
+
+    by_image: dict[int, list[Prediction]]
+    count: int
+
+    def for_image(self, image_id: int) -> list[Prediction]:
+        return self.by_image.get(image_id, [])
+
+
+def saco_gold_paths(folder: PathLike, subset: str) -> list[str]:
+    """The three per-annotator GT files of an SA-Co/Gold subset inside ``folder``."""
+    if subset not in SACO_GOLD_SUBSETS:
+        raise ValueError(f"unknown SA-Co/Gold subset {subset!r}; expected one of {SACO_GOLD_SUBSETS}")
+    return [os.path.join(os.fspath(folder), f"gold_{subset}_merged_{a}_release_test.json") for a in "abc"]
+
+
+def load_json(path: PathLike) -> Any:
+    """Read a ``.json`` file, or a ``.jsonl`` file as a list of its non-empty lines."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".jsonl"):
+                return [json.loads(line) for line in f if line.strip()]
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise EvalInputError(f"{path}: invalid JSON ({e})") from e
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _check_box(box: Any) -> str | None:
+    """Return a problem description for a malformed xywh box, else None."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return f"bbox must be [x, y, w, h], got {box!r}"
+    if not all(_is_number(v) for v in box):
+        return f"bbox values must be finite numbers, got {box!r}"
+    if box[2] < 0 or box[3] < 0:
+        return f"bbox width/height must be >= 0, got {box!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def _parse_gt_file(data: Any, source: str) -> tuple[dict[int, Datapoint], dict[int, list[dict]], dict]:
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise EvalInputError(f"{source}: ground truth must be a COCO dict with an 'images' list")
+    datapoints: dict[int, Datapoint] = {}
+    for i, img in enumerate(data["images"]):
+        iid = img.get("id") if isinstance(img, dict) else None
+        where = f"{source}: image {i} (id={iid!r})"
+        if not isinstance(img, dict) or not _is_int(iid):
+            raise EvalInputError(f"{where}: missing or non-integer 'id'", i, iid)
+        if iid in datapoints:
+            raise EvalInputError(f"{where}: duplicate image id", i, iid)
+        h, w = img.get("height"), img.get("width")
+        if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+            raise EvalInputError(f"{where}: 'height'/'width' must be positive ints, got {h!r}/{w!r}", i, iid)
+        text = img.get("text_input", "")
+        if not isinstance(text, str):
+            raise EvalInputError(f"{where}: 'text_input' must be a string", i, iid)
+        # Official CGF1Evaluator reads img["is_instance_exhaustive"] (KeyError if absent);
+        # plain COCO files have no such key, so we default to exhaustive.
+        exh = bool(img.get("is_instance_exhaustive", True))
+        datapoints[iid] = Datapoint(iid, text, h, w, img.get("file_name"), exh)
+
+    instances: dict[int, list[dict]] = {iid: [] for iid in datapoints}
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise EvalInputError(f"{source}: 'annotations' must be a list")
+    for i, ann in enumerate(anns):
+        aid = ann.get("id") if isinstance(ann, dict) else None
+        where = f"{source}: annotation {i} (id={aid!r})"
+        if not isinstance(ann, dict):
+            raise EvalInputError(f"{where}: not an object", i, aid)
+        iid = ann.get("image_id")
+        if iid not in datapoints:
+            raise EvalInputError(f"{where}: unknown image_id {iid!r}", i, aid)
+        dp = datapoints[iid]
+        seg, box = ann.get("segmentation"), ann.get("bbox")
+        if seg is None and box is None:
+            raise EvalInputError(f"{where}: needs 'segmentation' and/or 'bbox'", i, aid)
+        if box is not None and (problem := _check_box(box)):
+            raise EvalInputError(f"{where}: {problem}", i, aid)
+        rle = None
+        if seg is not None:
+            try:
+                if isinstance(seg, dict):
+                    check_rle(seg, dp.height, dp.width)
+                elif not (isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 for p in seg)):
+                    raise RLEError("segmentation must be an RLE dict or a non-empty list of polygons")
+                rle = to_compressed_rle(seg, dp.height, dp.width)
+            except RLEError as e:
+                raise EvalInputError(f"{where}: {e}", i, aid) from e
+        instances[iid].append(
+            {
+                "id": aid,
+                "segmentation": rle,
+                "bbox": tuple(float(v) for v in box) if box is not None else None,
+                "iscrowd": bool(ann.get("iscrowd", 0)),
+                "area": float(ann["area"]) if _is_number(ann.get("area")) else None,
+            }
+        )
+    return datapoints, instances, data
+
+
+def _boxes_look_normalized(datapoints: dict[int, Datapoint], instances: dict[int, list[dict]]) -> bool:
+    boxes = [g["bbox"] for inst in instances.values() for g in inst if g["bbox"] is not None]
+    if not boxes or min(min(d.height, d.width) for d in datapoints.values()) <= 2:
+        return False
+    return max(max(b[0] + b[2], b[1] + b[3]) for b in boxes) <= 1.0 + 1e-6
+
+
+def _rescale_boxes(datapoints: dict[int, Datapoint], instances: dict[int, list[dict]]) -> None:
+    for iid, inst in instances.items():
+        d = datapoints[iid]
+        for g in inst:
+            if g["bbox"] is not None:
+                x, y, w, h = g["bbox"]
+                g["bbox"] = (x * d.width, y * d.height, w * d.width, h * d.height)
+
+
+def load_ground_truth(
+    gt_json_or_paths: GTSource | Sequence[GTSource], exhaustive_only: bool = True, normalized_boxes: bool | None = None
+) -> GroundTruth:
+    """Load one GT (path or COCO dict) or a list of them (one per annotator).
+
+    The datapoints come from the first file.  As in the official ``CGF1Evaluator``, only
+    datapoints with ``is_instance_exhaustive`` in the first file *and* not marked
+    non-exhaustive in any other file are scored (``exhaustive_only=False`` scores all).
+    All annotator files must describe the same datapoints.
+
+    ``normalized_boxes``: the SA-Co README documents GT ``bbox`` as normalised by the image
+    size, while predictions (and the official evaluator, which uses GT boxes as they are)
+    are in pixels.  None (default) detects a file whose boxes all lie in [0, 1] and rescales
+    them to pixels with a warning; True / False force it.  Only box IoU / box AP use it.
+    """
+    if isinstance(gt_json_or_paths, (str, os.PathLike, Mapping)):
+        sources_in: list[GTSource] = [gt_json_or_paths]
+    else:
+        sources_in = list(gt_json_or_paths)
+    if not sources_in:
+        raise EvalInputError("no ground truth given")
+    datapoints: dict[int, Datapoint] = {}
+    per_annot: list[dict[int, list[dict]]] = []
+    raws, names, rescaled = [], [], []
+    excluded: set[int] = set()
+    for k, src in enumerate(sources_in):
+        name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"gt[{k}]"
+        data = load_json(src) if isinstance(src, (str, os.PathLike)) else src
+        dps, inst, raw = _parse_gt_file(data, name)
+        if k == 0:
+            datapoints = dps
+        else:
+            if dps.keys() != datapoints.keys():
+                missing = sorted(datapoints.keys() - dps.keys())[:3]
+                extra = sorted(dps.keys() - datapoints.keys())[:3]
+                raise EvalInputError(
+                    f"{name}: annotator files must list the same datapoints as {names[0]} "
+                    f"(missing e.g. {missing}, extra e.g. {extra})"
+                )
+            excluded |= {i for i, d in dps.items() if not d.is_instance_exhaustive}
+        norm = _boxes_look_normalized(dps, inst) if normalized_boxes is None else normalized_boxes
+        if norm:
+            if normalized_boxes is None:
+                warnings.warn(f"{name}: all GT boxes lie in [0, 1]; treating them as normalised and "
+                              "rescaling to pixels (pass normalized_boxes=False to keep them)", stacklevel=2)
+            _rescale_boxes(dps, inst)
+        per_annot.append(inst)
+        raws.append(raw)
+        names.append(name)
+        rescaled.append(bool(norm))
+    eval_ids = [
+        i for i, d in datapoints.items() if not exhaustive_only or (d.is_instance_exhaustive and i not in excluded)
+    ]
+    return GroundTruth(datapoints, per_annot, eval_ids, raws, names, rescaled)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _flatten_jsonl_records(records: Iterable[Any]) -> list[Any]:
+    """Accept both plain result lists and the PredictionWriter line format."""
+    out: list[Any] = []
+    for r in records:
+        if isinstance(r, dict) and "predictions" in r and "score" not in r:
+            out.extend(r["predictions"])
+        else:
+            out.append(r)
+    return out
+
+
+def load_predictions(preds: PathLike | Sequence[Mapping[str, Any]], gt: GroundTruth, validate_rle: bool = True) -> Predictions:
+    """Validate a COCO results list (or a path to one) against ``gt``.
+
+    Each entry needs ``image_id`` (a GT datapoint id), ``score`` in [0, 1] and a
+    ``segmentation`` (RLE dict of the image's size) and/or ``bbox`` (xywh).
+    ``category_id`` is ignored: every datapoint has exactly one concept.
+    """
+    if isinstance(preds, (str, os.PathLike)):
+        preds = load_json(preds)
+    if not isinstance(preds, (list, tuple)):
+        raise EvalInputError(f"predictions must be a list of objects, got {type(preds).__name__}")
+    preds = _flatten_jsonl_records(preds)
+    by_image: dict[int, list[Prediction]] = {}
+    for i, p in enumerate(preds):
+        iid = p.get("image_id") if isinstance(p, dict) else None
+        where = f"prediction {i} (image_id={iid!r})"
+        if not isinstance(p, dict):
+            raise EvalInputError(f"{where}: not an object", i, iid)
+        if "image_id" not in p:
+            raise EvalInputError(f"{where}: missing 'image_id'", i, iid)
+        if iid not in gt.datapoints:
+            raise EvalInputError(f"{where}: unknown image_id (not a datapoint of the ground truth)", i, iid)
+        if "score" not in p:
+            raise EvalInputError(f"{where}: missing 'score'", i, iid)
+        score = p["score"]
+        if not _is_number(score) or not 0.0 <= float(score) <= 1.0:
+            raise EvalInputError(f"{where}: score must be a number in [0, 1], got {score!r}", i, iid)
+        seg, box = p.get("segmentation"), p.get("bbox")
+        if seg is None and box is None:
+            raise EvalInputError(f"{where}: needs 'segmentation' and/or 'bbox'", i, iid)
+        if box is not None and (problem := _check_box(box)):
+            raise EvalInputError(f"{where}: {problem}", i, iid)
+        rle = None
+        if seg is not None:
+            dp = gt.datapoints[iid]
+            try:
+                if not isinstance(seg, dict):
+                    # official loadRes: "only support compressed RLE format as segmentation results"
+                    raise RLEError("segmentation must be an RLE dict")
+                if validate_rle:
+                    check_rle(seg, dp.height, dp.width)
+                rle = to_compressed_rle(seg, dp.height, dp.width)
+            except RLEError as e:
+                raise EvalInputError(f"{where}: malformed segmentation: {e}", i, iid) from e
+        pred = Prediction(i, iid, float(score), rle, tuple(float(v) for v in box) if box is not None else None)
+        by_image.setdefault(iid, []).append(pred)
+    return Predictions(by_image, len(preds))
+
+
+from .writer import PredictionWriter  # noqa: E402  (re-export; writer imports EvalInputError)
