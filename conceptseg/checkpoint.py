@@ -137,16 +137,9 @@ def to_official_image_layout(sd: dict[str, Tensor], meta: dict[str, str] | None 
         return {k: v for k, v in sd.items() if ".sam2_convs." not in k}, "official"
     from . import checkpoint_hf
 
-    if _looks_like_hf(keys):
+    if checkpoint_hf.looks_like_hf(keys):
         return checkpoint_hf.hf_to_official(sd), "hf"
     raise CheckpointError(f"not a SAM 3 checkpoint: unrecognised keys such as {keys[:2]}")
-
-
-def _looks_like_hf(keys: list[str]) -> bool:
-    """transformers' Sam3Model names its parts vision_encoder / detr_encoder / detr_decoder,
-    possibly under a prefix (e.g. ``detector_model.`` in the video model's file)."""
-    marks = ("vision_encoder.", "detr_encoder.", "detr_decoder.")
-    return any(m in k for k in keys for m in marks)
 
 
 def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], source: str) -> None:
@@ -199,16 +192,9 @@ def load_detector(path: str | os.PathLike, config: Sam3Config | None = None,
 
 
 def _derivable_tensors(config: Sam3Config) -> dict[str, Tensor]:
-    from .model.vision import axial_rope_freqs
+    from .checkpoint_hf import rope_buffers
 
-    out: dict[str, Tensor] = {}
-    v = config.vision
-    for i in range(v.depth):
-        window = 0 if i in v.global_blocks else v.window_size
-        side = window if window else v.grid
-        scale = 1.0 if window else v.window_size / v.grid
-        out[f"backbone.vision_backbone.trunk.blocks.{i}.attn.freqs_cis"] = axial_rope_freqs(
-            v.width // v.heads, side, scale, v.rope_theta)
+    out = rope_buffers(config)
     d = config.d_model
     for name, shape in (("points_direct_project", (d, 2)), ("points_pool_project", (d, d)),
                         ("points_pos_enc_project", (d, d))):

@@ -120,3 +120,23 @@ def test_unused_tensors_do_not_change_outputs(test_model):
                 p.add_(1.0)
         b = m(x, tok)["pred_logits"]
     assert torch.equal(a, b)
+
+
+def test_hf_layout_loads_through_load(tmp_path, fixture_state_dict):
+    """The HF layout (no points_* / RoPE buffers) loads through load() with identical outputs;
+    the tensors HF does not store come back as zeros / recomputed."""
+    src = reference("image_model_state_dict.pt")
+    assert convert(src, tmp_path / "hf.safetensors", "hf") == "official"
+    model = load(tmp_path / "hf.safetensors")
+    assert model.config.name == "fixture"
+    for k, v in model.state_dict().items():
+        if "points_" in k:
+            assert not v.any()
+        elif k.endswith("pos_embed"):
+            assert torch.equal(v[:, 1:], fixture_state_dict[k][:, 1:])  # cls slot not stored
+        else:
+            assert torch.equal(v, fixture_state_dict[k]), k
+    assert convert(tmp_path / "hf.safetensors", tmp_path / "hf2.safetensors", "hf") == "hf"
+    from safetensors.torch import load_file
+    a, b = load_file(tmp_path / "hf.safetensors"), load_file(tmp_path / "hf2.safetensors")
+    _equal_sd(a, b)

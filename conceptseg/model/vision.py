@@ -23,6 +23,16 @@ def axial_rope_freqs(head_dim: int, side: int, scale: float, theta: float = 1000
     return torch.polar(torch.ones_like(ang), ang)
 
 
+def block_rope_freqs(cfg: VisionConfig, block: int) -> Tensor:
+    """The RoPE table of ViT block ``block``: windowed blocks see positions 0..window-1, global
+    blocks squeeze the whole grid into the same range (positions scaled by window / grid),
+    i.e. "interpolated" RoPE."""
+    window = 0 if block in cfg.global_blocks else cfg.window_size
+    side = window if window else cfg.grid
+    scale = 1.0 if window else cfg.window_size / cfg.grid
+    return axial_rope_freqs(cfg.width // cfg.heads, side, scale, cfg.rope_theta)
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate adjacent channel pairs (2i, 2i+1) of x (... x L x D) by angles given as cos/sin
     (L x D/2). Same result as the complex product of the official code, in real arithmetic."""
@@ -63,18 +73,13 @@ class ViTMlp(nn.Module):
 class ViTBlock(nn.Module):
     """Pre-LN block; ``window`` > 0 means attention inside non-overlapping window x window tiles."""
 
-    def __init__(self, cfg: VisionConfig, window: int):
+    def __init__(self, cfg: VisionConfig, index: int):
         super().__init__()
-        dim, grid = cfg.width, cfg.grid
-        self.window = window
+        dim = cfg.width
+        self.window = 0 if index in cfg.global_blocks else cfg.window_size
         self.norm1 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        # Windowed blocks see positions 0..window-1; global blocks squeeze the whole grid into
-        # the same range (positions scaled by window / grid), i.e. "interpolated" RoPE.
-        side = window if window else grid
-        scale = 1.0 if window else cfg.window_size / grid
-        self.attn = ViTAttention(dim, cfg.heads, axial_rope_freqs(dim // cfg.heads, side, scale,
-                                                                 cfg.rope_theta))
+        self.attn = ViTAttention(dim, cfg.heads, block_rope_freqs(cfg, index))
         self.mlp = ViTMlp(dim, int(dim * cfg.mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,8 +123,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, pre * pre + 1, cfg.width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.ln_pre = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.blocks = nn.ModuleList(
-            ViTBlock(cfg, 0 if i in cfg.global_blocks else cfg.window_size) for i in range(cfg.depth))
+        self.blocks = nn.ModuleList(ViTBlock(cfg, i) for i in range(cfg.depth))
         # Blocks after the last global block would be computed and discarded by the official
         # code; we stop there.
         self.num_used_blocks = max(cfg.global_blocks) + 1 if cfg.global_blocks else cfg.depth
