@@ -14,6 +14,8 @@ and is re-exported here.
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 import json
 import math
 import os
@@ -53,7 +55,7 @@ SACO_GOLD_SUBSETS = (
 )
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError):
     """Malformed ground truth or predictions.  ``index`` / ``entry_id`` name the entry."""
 
     def __init__(self, message: str, index: int | None = None, entry_id: Any = None):

@@ -1,0 +1,107 @@
+"""``conceptseg eval``: score predictions against SA-Co / COCO ground truth, or run a model on a
+dataset first (streamed and resumable), then score it. Writes report.json, summary.md, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
+                    dump_threshold: float = 0.05, progress: bool = True) -> Path:
+    """Run ``model`` on every datapoint of an SA-Co-style JSON and stream COCO results to
+    ``out_path``. Datapoints are grouped by image so each image is encoded once and its phrases
+    run as one batch. Interrupted runs resume where they stopped (finished datapoints are
+    kept in ``out_path.partial.jsonl``)."""
+    from tqdm import tqdm
+
+    from ..inference.image import ImagePredictor
+    from .io import PredictionWriter
+
+    data = json.loads(Path(gt_path).read_text())
+    root = Path(images_dir) if images_dir else Path(gt_path).parent
+    by_file: dict[str, list[dict]] = defaultdict(list)
+    for entry in data.get("images", []):
+        if "text_input" not in entry or "file_name" not in entry:
+            raise InputError(f"{gt_path}: image entry {entry.get('id')} needs file_name and text_input")
+        by_file[entry["file_name"]].append(entry)
+    writer = PredictionWriter(out_path, resume=True)
+    pred = ImagePredictor(model)
+    todo = {f: [e for e in es if e["id"] not in writer] for f, es in by_file.items()}
+    todo = {f: es for f, es in todo.items() if es}
+    if len(todo) < len(by_file):
+        print(f"resuming: {len(by_file) - len(todo)} of {len(by_file)} images already done")
+    with writer:
+        for file_name, entries in tqdm(todo.items(), desc="predicting", unit="img",
+                                       disable=not progress):
+            path = root / file_name
+            if not path.exists():
+                path = root / "images" / file_name
+            pred.set_image(path)
+            results = pred.predict(text=[e["text_input"] for e in entries], threshold=dump_threshold)
+            for e, r in zip(entries, results):
+                writer.write(e["id"], r.to_coco(image_id=e["id"]))
+        writer.finalize()
+    return out_path
+
+
+def cmd_eval(args) -> int:
+    from . import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
+
+    out = Path(args.out)
+    gt_paths = args.gt
+    if args.model is not None or args.data is not None:
+        if not (args.model is not None and args.data):
+            raise InputError("--model needs --data (an SA-Co style JSON); pass --model '' for "
+                             "the shipped model")
+        from ..build import load
+
+        model = load(args.model or None)
+        pred_path = predict_dataset(model, args.data, args.images, out / "predictions.json",
+                                    args.dump_threshold)
+        gt_paths = gt_paths or [args.data]
+    else:
+        if not gt_paths or not args.pred:
+            raise InputError("give --gt and --pred, or --model and --data")
+        pred_path = Path(args.pred)
+    for p in list(gt_paths) + [pred_path]:
+        if not Path(p).is_file():
+            raise InputError(f"file not found: {p}")
+    gt = load_ground_truth(gt_paths if len(gt_paths) > 1 else gt_paths[0])
+    preds = load_predictions(str(pred_path), gt)
+    report = evaluate_predictions(gt, preds, iou_type=args.iou_type,
+                                  score_threshold=args.threshold)
+    paths = write_report(report, preds, gt, out)
+    stats = {}
+    if not args.no_coco:
+        stats = coco_ap(gt_paths[0], str(pred_path), iou_type=args.iou_type)
+        tmp = out / ".coco_ap.json.tmp"
+        tmp.write_text(json.dumps(stats, indent=1))
+        os.replace(tmp, out / "coco_ap.json")
+    print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
+          f"({args.iou_type}, {report.counts.get('datapoints', '?')} datapoints)")
+    if stats:
+        print(f"COCO AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
+    print(f"report: {paths['markdown']} (+ JSON and plots in {out}/)")
+    return 0
+
+
+def register(sub) -> None:
+    e = sub.add_parser("eval", help="SA-Co metrics (cgF1, pmF1, IL_MCC), COCO AP, reports")
+    e.add_argument("--gt", action="append", default=[],
+                   help="ground-truth JSON; repeat for several annotators (SA-Co Gold a/b/c)")
+    e.add_argument("--pred", help="COCO results JSON (or .jsonl) with RLE masks and scores")
+    e.add_argument("--model", help="checkpoint to run first ('' = the shipped model)")
+    e.add_argument("--data", help="SA-Co style JSON to run the model on (also the GT by default)")
+    e.add_argument("--images", help="image folder (default: next to --data)")
+    e.add_argument("--out", default="eval_out")
+    e.add_argument("--iou-type", choices=["segm", "bbox"], default="segm")
+    e.add_argument("--threshold", type=float, default=0.5, help="score threshold of SA-Co metrics")
+    e.add_argument("--dump-threshold", type=float, default=0.05,
+                   help="lowest score written to the predictions (for PR curves, calibration)")
+    e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    e.set_defaults(func=cmd_eval)
