@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .config import PRESETS, Sam3Config
+from .atomic import atomic_write
 from .errors import ConceptSegError
 
 Layout = Literal["ours", "official", "hf"]
@@ -204,19 +204,6 @@ def _derivable_tensors(config: Sam3Config) -> dict[str, Tensor]:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(model_or_sd, path: str | os.PathLike, layout: Layout = "ours",
                     config: Sam3Config | None = None) -> Path:
     """Write weights in one of the layouts, atomically.
@@ -238,14 +225,14 @@ def save_checkpoint(model_or_sd, path: str | os.PathLike, layout: Layout = "ours
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     if layout == "ours":
         meta = {"format": OURS_FORMAT, "config": json.dumps(config.to_dict())}
-        _atomic(path, lambda t: save_file(sd, t, metadata=meta))
+        atomic_write(path, lambda t: save_file(sd, t, metadata=meta))
     elif layout == "official":
-        _atomic(path, lambda t: torch.save({"model": {f"detector.{k}": v for k, v in sd.items()}}, t))
+        atomic_write(path, lambda t: torch.save({"model": {f"detector.{k}": v for k, v in sd.items()}}, t))
     elif layout == "hf":
         from . import checkpoint_hf
 
         hf = {k: v.contiguous() for k, v in checkpoint_hf.official_to_hf(sd).items()}
-        _atomic(path, lambda t: save_file(hf, t, metadata={"format": "pt"}))
+        atomic_write(path, lambda t: save_file(hf, t, metadata={"format": "pt"}))
     else:
         raise ValueError(f"unknown layout {layout!r}")
     return path

@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import ConceptSegError, InputError
-
-
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then rename: a crash never leaves a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
@@ -97,11 +81,11 @@ def cmd_segment(args) -> int:
                          for s, b in zip(r.scores.tolist(), r.boxes.tolist()))))
     if args.out:
         overlay = _merge_overlays(results, rgb)
-        _atomic_write(Path(args.out), lambda t: overlay.save(t, format=_fmt(args.out)))
+        atomic_write(Path(args.out), lambda t: overlay.save(t, format=_fmt(args.out)))
         print(f"overlay written to {args.out}")
     if args.json:
         doc = {"image": str(args.image), "results": [r.to_json(image_id=0) for r in results]}
-        _atomic_write(Path(args.json), lambda t: Path(t).write_text(json.dumps(doc)))
+        atomic_write(Path(args.json), lambda t: Path(t).write_text(json.dumps(doc)))
         print(f"json written to {args.json}")
     return 0
 

@@ -8,7 +8,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .cli import _atomic_write, _merge_overlays
+from .atomic import atomic_write
+from .cli import _merge_overlays
 
 
 def examples_dir() -> Path:
@@ -37,17 +38,17 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
             slug = r.text.replace(" ", "_")
             path = out / f"{stem}_{slug}.png"
             img = r.overlay(rgb)
-            _atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
+            atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
             written.append(path)
         combined = out / f"{stem}_all.png"
         merged = _merge_overlays(results, rgb)
-        _atomic_write(combined, lambda tmp: merged.save(tmp, format="PNG"))
+        atomic_write(combined, lambda tmp: merged.save(tmp, format="PNG"))
         written.append(combined)
         summary[name] = [r.to_json() for r in results]
         found = ", ".join(f"{r.text!r}: {len(r)}" for r in results)
         print(f"{name} ({dt:.2f} s for {len(texts)} prompts): {found}")
     js = out / "results.json"
-    _atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps(summary)))
+    atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps(summary)))
     written.append(js)
     print(f"\nwrote {len(written)} files to {out.resolve()}/ (overlays *_all.png, results.json)")
     return written
