@@ -55,7 +55,11 @@ class VisionBackbone(nn.Module):
         return self._pos_cache[key]
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        x = self.trunk(images)
+        return self.fpn(self.trunk(images))
+
+    def fpn(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The pyramid of a trunk output x (B x C x g x g); lets the video model run the trunk
+        once and feed both this neck and the tracker's."""
         levels, pos = [], []
         for conv in self.convs[: self.num_used]:
             y = conv(x)
