@@ -105,15 +105,22 @@ def fixture_config() -> Sam3Config:
 
 
 def tiny_config() -> Sam3Config:
-    """The small model trained on synthetic data and shipped in the package."""
+    """The small model trained on synthetic data and shipped in the package (~5 M parameters).
+
+    Sized for CPU training (see conceptseg/train/RECIPE.md): 8 px patches give small shapes
+    (22-31 px) 3-4 tokens across in the ViT; the neck's levels are 2x, 1x and 0.5x of that
+    28 x 28 grid and none is dropped (scalp 0), so the per-prompt fusion encoder and decoder
+    run on the 14 x 14 (0.5x) level while masks come out at 56 x 56.
+    """
     return Sam3Config(
         vision=VisionConfig(
-            image_size=224, patch_size=8, pretrain_image_size=112, width=192, depth=6, heads=6,
-            mlp_ratio=4.0, window_size=7, global_blocks=(2, 5),
+            image_size=224, patch_size=8, pretrain_image_size=224, width=128, depth=4, heads=4,
+            mlp_ratio=4.0, window_size=7, global_blocks=(1, 3),
         ),
-        text=TextConfig(width=128, layers=3, heads=4, context_length=32),
-        d_model=128, heads=8, ffn_dim=512, geometry_layers=1, encoder_layers=3, decoder_layers=3,
-        num_queries=32, dot_mlp_hidden=512, name="tiny",
+        text=TextConfig(width=64, layers=2, heads=4, context_length=32, projection_dim=64),
+        d_model=64, heads=4, ffn_dim=256, dropout=0.0, geometry_layers=1, encoder_layers=3,
+        decoder_layers=3, num_queries=24, dot_mlp_hidden=256, neck_scales=(2.0, 1.0, 0.5),
+        scalp=0, pixel_decoder_stages=2, name="tiny",
     )
 
 
