@@ -155,7 +155,8 @@ def _extra_commands():
     import importlib
 
     out = []
-    for mod in ("conceptseg.train.cli", "conceptseg.evaluate.cli", "conceptseg.demo"):
+    for mod in ("conceptseg.train.cli", "conceptseg.evaluate.cli", "conceptseg.demo",
+                "conceptseg.track_cli"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as e:

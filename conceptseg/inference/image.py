@@ -1,13 +1,19 @@
-"""ImagePredictor: encode an image once, then ask for any number of concepts."""
+"""ImagePredictor: encode an image once, then ask for any number of concepts; with the tracker
+weights, also SAM-style interactive masks (clicks, box, mask) and refinement of one found
+instance (:meth:`ImagePredictor.refine`)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..errors import InputError
 from ..model.detector import ImageFeatures, Sam3Detector, TextFeatures
@@ -62,22 +68,88 @@ def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(labels).long()
 
 
+REFINE_MAX_HOLE_AREA = 256  # official SAM3InteractiveImagePredictor default, at 288 x 288
+
+
+@dataclass
+class Refinement:
+    """Result of :meth:`ImagePredictor.refine`, best first (decreasing predicted IoU).
+
+    masks K x H x W bool at the image size; scores K predicted IoU; logits K x r x r low-res
+    mask logits clamped to +-32 (pass ``logits[i]`` back as ``mask_input`` to refine further).
+    """
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+
+def _interactive_heads(tracker):
+    """(Tracker, TrackerNeck) from a VideoModel, a (tracker, neck) pair or None."""
+    if tracker is None:
+        return None, None
+    if hasattr(tracker, "tracker") and hasattr(tracker, "neck"):
+        return tracker.tracker, tracker.neck
+    if isinstance(tracker, (tuple, list)) and len(tracker) == 2:
+        return tracker[0], tracker[1]
+    raise TypeError("tracker must be a VideoModel (conceptseg.build.load_video_model) or a "
+                    "(Tracker, TrackerNeck) pair")
+
+
+def _fill_small_background(logits: torch.Tensor, max_area: int, value: float) -> torch.Tensor:
+    """Background (<= 0) 8-connected components of area <= max_area (also those touching the
+    border) set to ``value``: the official SAM 1 predictor's hole filling. K x h x w."""
+    if max_area <= 0:
+        return logits
+    bg = (logits <= 0).cpu().numpy()
+    fill = np.zeros_like(bg)
+    for k, b in enumerate(bg):
+        lab, n = ndimage.label(b, structure=np.ones((3, 3), dtype=bool))
+        if n:
+            areas = np.bincount(lab.ravel(), minlength=n + 1)
+            areas[0] = max_area + 1
+            fill[k] = (areas[lab] <= max_area) & b
+    return torch.where(torch.from_numpy(fill).to(logits.device),
+                       torch.tensor(value, dtype=logits.dtype, device=logits.device), logits)
+
+
 class ImagePredictor:
     """Promptable concept segmentation on one image at a time.
 
     >>> pred = ImagePredictor(model); pred.set_image("street.jpg")
     >>> r = pred.predict(text="yellow school bus")            # every instance
     >>> rs = pred.predict(text=["bus", "person"])             # one image encoding, batched
+
+    With the tracker weights (``ImagePredictor(load_video_model(path))``, or
+    ``ImagePredictor(model, tracker=video_model)``), :meth:`refine` gives SAM-style masks from
+    clicks / a box / a mask on the same image encoding.
     """
 
-    def __init__(self, model: Sam3Detector, *, device: str | torch.device | None = None,
+    def __init__(self, model: Sam3Detector, *, tracker=None,
+                 device: str | torch.device | None = None,
                  precision: str = "fp32", text_cache_size: int = 256,
                  tokenizer: ClipTokenizer | None = None):
         if precision not in ("fp32", "bf16"):
             raise ValueError("precision must be 'fp32' or 'bf16'")
+        if hasattr(model, "detector") and hasattr(model, "tracker"):  # a VideoModel
+            tracker = model if tracker is None else tracker
+            model = model.detector
+        self._trk, self._neck = _interactive_heads(tracker)
+        if self._trk is not None:
+            from ..video.model import check_compatible
+
+            check_compatible(model.config, self._trk.cfg)
         self.model = model.eval()
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model.to(self.device)
+        if self._trk is not None:
+            self._trk.eval().to(self.device)
+            self._neck.eval().to(self.device)
+        self._trunk_out: torch.Tensor | None = None
+        self._trk_feats = None
         self.precision = precision
         self.tokenizer = tokenizer or ClipTokenizer(context_length=model.config.text.context_length)
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
@@ -96,8 +168,15 @@ class ImagePredictor:
         rgb = load_image(image)
         self.image_size = (rgb.shape[0], rgb.shape[1])
         x = preprocess(rgb, self.model.config.vision.image_size).to(self.device)
+        self._trunk_out, self._trk_feats = None, None
         with self._autocast():
-            feats = self.model.encode_image(x)
+            if self._trk is not None:  # one trunk pass; the tracker neck runs on refine()
+                vb = self.model.backbone.vision_backbone
+                trunk = vb.trunk(x)
+                feats = ImageFeatures(*vb.fpn(trunk))
+                self._trunk_out = trunk.float()
+            else:
+                feats = self.model.encode_image(x)
         self.features = ImageFeatures([t.float() for t in feats.levels], feats.pos)
         return self
 
@@ -188,3 +267,153 @@ class ImagePredictor:
         return Prediction(text=text, masks=masks.cpu(), boxes=boxes.cpu(),
                           scores=scores[keep].cpu(), presence=presence, image_size=(H, W),
                           mask_probs=None if probs is None else probs.cpu())
+
+    # -- interactive refinement (tracker heads) -------------------------------------------------
+    def _tracker_features(self):
+        if self._trk_feats is None:
+            with torch.inference_mode():
+                self._trk_feats = self._trk.prepare_features(*self._neck(self._trunk_out))
+            self._trunk_out = None  # not needed any more
+        return self._trk_feats
+
+    def _parse_points(self, points, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        H, W = self.image_size
+        try:
+            pts = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise InputError("points must be a list of (x, y) pixel coordinates") from None
+        if pts.dim() == 1 and pts.numel() == 2:
+            pts = pts[None]
+        if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+            raise InputError(f"points must be N x 2 (x, y), got shape {tuple(pts.shape)}")
+        if not torch.isfinite(pts).all():
+            raise InputError("points must be finite numbers")
+        for x, y in pts.tolist():
+            if not (0 <= x <= W and 0 <= y <= H):
+                raise InputError(f"click ({x:g}, {y:g}) lies outside the {W}x{H} image")
+        if labels is None:
+            labs = torch.ones(pts.shape[0], dtype=torch.int32)
+        else:
+            try:
+                labs = torch.as_tensor(np.asarray(labels).reshape(-1).astype(np.int64))
+            except (TypeError, ValueError):
+                raise InputError("labels must be 1 (positive) or 0 (negative) per point") from None
+            if labs.numel() != pts.shape[0]:
+                raise InputError(f"{pts.shape[0]} points but {labs.numel()} labels")
+            if not bool(((labs == 0) | (labs == 1)).all()):
+                raise InputError("labels must be 1 (positive) or 0 (negative)")
+            labs = labs.to(torch.int32)
+        return pts, labs
+
+    def _parse_box(self, box) -> torch.Tensor:
+        H, W = self.image_size
+        try:
+            x0, y0, x1, y1 = (float(v) for v in (box.tolist() if torch.is_tensor(box) else box))
+        except (TypeError, ValueError):
+            raise InputError("box must be (x0, y0, x1, y1) in pixels") from None
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise InputError("box has a non-finite coordinate")
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"box ({x0:g},{y0:g},{x1:g},{y1:g}) needs x0 < x1 and y0 < y1")
+        if x0 < 0 or y0 < 0 or x1 > W or y1 > H:
+            raise InputError(f"box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the {W}x{H} image")
+        return torch.tensor([[x0, y0], [x1, y1]], dtype=torch.float32)
+
+    def _parse_mask(self, mask) -> torch.Tensor:
+        try:
+            m = torch.as_tensor(mask.detach().cpu().numpy() if torch.is_tensor(mask)
+                                else np.asarray(mask, dtype=np.float32), dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise InputError("mask_input must be an h x w array of mask logits") from None
+        while m.dim() > 2 and m.shape[0] == 1:
+            m = m[0]
+        if m.dim() != 2 or min(m.shape) < 1:
+            raise InputError(f"mask_input must be h x w logits, got shape {tuple(m.shape)}")
+        if not torch.isfinite(m).all():
+            raise InputError("mask_input has non-finite values")
+        return m[None, None]
+
+    @torch.inference_mode()
+    def refine(self, points=None, labels=None, box=None, mask_input=None, multimask: bool = False,
+               instance=None) -> Refinement:
+        """SAM-style interactive mask on the cached image, with the tracker's SAM heads (as the
+        official ``predict_inst``: no memory, ``no_mem_embed`` added).
+
+        points: N x (x, y) pixels, labels 1 positive / 0 negative (default all positive);
+        box: (x0, y0, x1, y1) pixels; mask_input: h x w mask logits (e.g. ``logits[0]`` of a
+        previous :class:`Refinement`; resized to the decoder's 4g x 4g input if needed);
+        multimask: three candidate masks instead of one (best first either way).
+        instance: ``(prediction, i)`` refines instance i of a text / exemplar
+        :class:`~conceptseg.inference.results.Prediction` of this image: its box (unless
+        ``box`` is given) and its mask (as ``mask_input`` logits, unless given) join the clicks.
+        """
+        if self.features is None or self.image_size is None:
+            raise InputError("call set_image() before refine()")
+        if self._trk is None:
+            raise InputError("refine() needs the tracker weights: use "
+                             "ImagePredictor(load_video_model(path)) or pass tracker=")
+        H, W = self.image_size
+        inst_mask = None
+        if instance is not None:
+            try:
+                pred, idx = instance
+                idx = int(idx)
+            except (TypeError, ValueError):
+                raise InputError("instance must be (prediction, index)") from None
+            if not isinstance(pred, Prediction):
+                raise InputError("instance must be (Prediction, index) from predict()")
+            if tuple(pred.image_size) != (H, W):
+                raise InputError(f"instance comes from a {pred.image_size[1]}x"
+                                 f"{pred.image_size[0]} image, not this {W}x{H} one")
+            if not 0 <= idx < len(pred):
+                raise InputError(f"instance index {idx} is out of range ({len(pred)} instances)")
+            if box is None:
+                box = [min(max(v, lo), hi) for v, lo, hi in
+                       zip(pred.boxes[idx].tolist(), (0, 0, 0, 0), (W, H, W, H))]
+            if mask_input is None:
+                inst_mask = pred.masks[idx]
+        pts = self._parse_points(points, labels) if points is not None else None
+        if pts is None and labels is not None:
+            raise InputError("labels given without points")
+        box_t = self._parse_box(box) if box is not None else None
+        mask = self._parse_mask(mask_input) if mask_input is not None else None
+        if inst_mask is not None:
+            mask = inst_mask.to(torch.float32)[None, None] * 20.0 - 10.0
+        if pts is None and box_t is None and mask is None:
+            raise InputError("give points, a box, a mask_input or an instance")
+
+        trk = self._trk
+        feats = self._tracker_features()
+        S = trk.cfg.image_size
+        scale = torch.tensor([S / W, S / H], dtype=torch.float32)
+        coords, labs = [], []
+        if box_t is not None:
+            coords.append(box_t * scale)
+            labs.append(torch.tensor([2, 3], dtype=torch.int32))
+        if pts is not None:
+            coords.append(pts[0] * scale)
+            labs.append(pts[1])
+        enc = trk.sam_prompt_encoder
+        r = enc.mask_input_size
+        if mask is not None:
+            mask = mask.to(self.device)
+            if tuple(mask.shape[-2:]) != (r, r):
+                mask = F.interpolate(mask, size=(r, r), mode="bilinear", align_corners=False,
+                                     antialias=True)
+        if coords:
+            c = torch.cat(coords)[None].to(self.device)
+            lab = torch.cat(labs)[None].to(self.device)
+            sparse, dense = enc(c, lab, mask, 1)
+        else:  # mask only: no sparse tokens at all (official SAM 1 predictor)
+            sparse = feats.image.new_zeros(1, 0, trk.cfg.d_model)
+            dense = enc.embed_mask(mask)
+        dec = trk.sam_mask_decoder(trk.no_memory(feats), enc.dense_pe(), sparse, dense,
+                                   feats.high_res, bool(multimask))
+        low = dec.masks[0].float()  # K x r x r
+        ious = dec.ious[0].float()
+        hole = int(round(REFINE_MAX_HOLE_AREA * (low.shape[-1] / 288) ** 2))
+        filled = _fill_small_background(low, hole, 10.0)
+        up = F.interpolate(filled[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        order = torch.argsort(ious, descending=True, stable=True)
+        return Refinement((up > 0)[order].cpu(), ious[order].cpu(),
+                          low.clamp(-32.0, 32.0)[order].cpu())

@@ -1,0 +1,152 @@
+"""Video benchmark: a long synthetic clip through VideoSession, time per frame and memory.
+
+A 1,000-frame clip (default 128 x 96) of moving coloured squares on a noisy background is
+written as a frame folder, then a text prompt on frame 0 is propagated forward with the
+official fixture's video model (``shared/reference/official_small``, or a random model of the
+fixture sizes when the fixture is absent). Reports the mean time per frame over frames 0-99 and
+the last 100, RSS (current and peak so far) at frames 100 and 1000, the tracker memory held
+(frames in all banks) and the number of tracked objects.
+
+What must hold: RSS stays flat (within 50 MB between frame 100 and the end) and time per frame
+does not grow. With random weights the tracker loses every object and the detector re-finds it,
+so objects pile up (as they would in the official code); ``--max-objects`` (default 8) caps them
+so that the measurement is about per-frame cost, not about an ever-growing object count.
+
+    python bench/video.py                        # 1,000 frames, ~1-2 min on one core
+    python bench/video.py --frames 200 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conceptseg.build import build_video_model, load_video_model  # noqa: E402
+from conceptseg.inference.video import VideoSession  # noqa: E402
+from conceptseg.video.association import AssociationConfig  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_small"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def trim() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def make_clip(folder: Path, frames: int, width: int, height: int, seed: int = 0) -> None:
+    """Squares bouncing around (one red, one blue, a green one that comes and goes)."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(60, 120, (height, width, 3)).astype(np.uint8)
+    objs = [((220, 30, 30), 18, np.array([10.0, 10.0]), np.array([1.3, 0.9])),
+            ((40, 60, 220), 14, np.array([60.0, 40.0]), np.array([-0.8, 1.1])),
+            ((40, 200, 60), 10, np.array([90.0, 20.0]), np.array([0.6, -1.4]))]
+    for t in range(frames):
+        f = bg.copy()
+        for k, (colour, side, pos, vel) in enumerate(objs):
+            if k == 2 and (t // 150) % 2 == 1:
+                continue  # leaves and comes back
+            pos += vel
+            for a, lim in ((0, width - side), (1, height - side)):
+                if pos[a] < 0 or pos[a] > lim:
+                    vel[a] = -vel[a]
+                    pos[a] = min(max(pos[a], 0), lim)
+            x, y = int(pos[0]), int(pos[1])
+            f[y:y + side, x:x + side] = colour
+        Image.fromarray(f).save(folder / f"{t:05d}.png")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--size", default="128x96", help="WxH of the clip")
+    ap.add_argument("--text", default="red square")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--max-objects", type=int, default=8)
+    ap.add_argument("--checkpoint", default=None, help="video checkpoint (default: fixture)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+
+    ckpt = args.checkpoint or (FIXTURE / "video_model_state_dict.pt")
+    if Path(ckpt).exists():
+        model = load_video_model(ckpt)
+        what = Path(ckpt).name
+    else:
+        model = build_video_model("fixture", seed=0)
+        what = "random fixture-size model"
+    cfg = AssociationConfig(max_num_objects=args.max_objects)
+    marks = sorted({min(100, args.frames), args.frames})
+    with tempfile.TemporaryDirectory(prefix="conceptseg_bench_") as tmp:
+        t0 = time.perf_counter()
+        make_clip(Path(tmp), args.frames, w, h)
+        print(f"clip: {args.frames} frames {w}x{h} written in {time.perf_counter() - t0:.1f} s; "
+              f"model: {what}; torch threads {torch.get_num_threads()}")
+        trim()
+        rss0 = rss_mb()
+        with VideoSession(model, tmp, association=cfg) as s:
+            s.add_text(args.text, frame=0)
+            step_times = []
+            step = s._step
+
+            def timed_step(t, reverse):  # time the per-frame work itself (yields are bursty)
+                t1 = time.perf_counter()
+                out = step(t, reverse)
+                step_times.append(time.perf_counter() - t1)
+                return out
+
+            s._step = timed_step
+            report = {}
+            peak = rss_mb()
+            t0 = time.perf_counter()
+            for i, (t, _) in enumerate(s.propagate("forward")):
+                peak = max(peak, rss_mb())
+                if i + 1 in marks:
+                    trim()
+                    report[i + 1] = (rss_mb(), peak, s.memory_frames(), len(s.obj_ids))
+            total = time.perf_counter() - t0
+    n = len(step_times)
+    dts = 1000 * np.array(step_times)
+    k = min(100, n // 2)
+    print(f"total {total:.1f} s for {n} frames: {1000 * total / n:.1f} ms/frame overall")
+    print(f"ms/frame (detector + tracker + association): frames 0-{k - 1} {dts[:k].mean():.1f}, "
+          f"frames {n - k}-{n - 1} {dts[-k:].mean():.1f} (median {np.median(dts[:k]):.1f} / "
+          f"{np.median(dts[-k:]):.1f})")
+    print(f"RSS before the session {rss0:.0f} MB")
+    for f, (cur, pk, mem, objs) in report.items():
+        print(f"frame {f:5d}: RSS {cur:.0f} MB, peak {pk:.0f} MB, tracker memory {mem} frames, "
+              f"{objs} objects tracked")
+    if len(report) == 2:
+        (a, b) = (report[marks[0]], report[marks[1]])
+        print(f"RSS growth frame {marks[0]} -> {marks[1]}: {b[0] - a[0]:+.1f} MB "
+              f"(peak {b[1] - a[1]:+.1f} MB); process peak {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
