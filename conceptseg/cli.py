@@ -110,11 +110,23 @@ def _merge_overlays(results, image):
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import convert
+    from .checkpoint import _read_raw, convert
     from .config import get_config
 
-    detected = convert(args.src, args.dst, args.to, config=get_config(args.config) if args.config else None)
-    print(f"converted {args.src} ({detected} layout) -> {args.dst} ({args.to} layout)")
+    config = get_config(args.config) if args.config else None
+    raw, _ = _read_raw(args.src)
+    if any(k.startswith(("tracker.", "tracker_model.")) for k in raw) and args.to != "hf":
+        # A video checkpoint (detector + tracker): keep the tracker in the output.
+        from .build import load_video_model, save_video_checkpoint
+
+        del raw
+        save_video_checkpoint(load_video_model(args.src, config=config), args.dst, layout=args.to)
+        print(f"converted video checkpoint {args.src} -> {args.dst} ({args.to} layout)")
+        return 0
+    del raw
+    detected = convert(args.src, args.dst, args.to, config=config)
+    note = " (image model only: the tracker has no HF image layout)" if args.to == "hf" else ""
+    print(f"converted {args.src} ({detected} layout) -> {args.dst} ({args.to} layout){note}")
     return 0
 
 

@@ -140,3 +140,19 @@ def test_hf_layout_loads_through_load(tmp_path, fixture_state_dict):
     from safetensors.torch import load_file
     a, b = load_file(tmp_path / "hf.safetensors"), load_file(tmp_path / "hf2.safetensors")
     _equal_sd(a, b)
+
+
+def test_convert_video_checkpoint_keeps_tracker(tmp_path):
+    from conceptseg.build import load_video_model
+    from conceptseg.cli import main
+
+    src = reference("video_model_state_dict.pt")
+    assert main(["convert", str(src), str(tmp_path / "v.safetensors"), "--to", "ours"]) == 0
+    assert main(["convert", str(tmp_path / "v.safetensors"), str(tmp_path / "v.pt"), "--to", "official"]) == 0
+    back = torch.load(tmp_path / "v.pt", weights_only=True)
+    back = back.get("model", back)
+    orig = torch.load(src, weights_only=True)
+    assert set(back) == set(orig)
+    for k in orig:
+        assert torch.equal(back[k], orig[k]), k
+    assert load_video_model(tmp_path / "v.safetensors").tracker is not None
