@@ -53,7 +53,8 @@ def cmd_track(args) -> int:
 
     from .inference.image import validate_text
     from .inference.video import VideoSession
-    from .video.io import draw_overlay, open_video, write_overlay_video
+    from .video.io import open_video
+    from .video.writer import draw_overlay, write_overlay_video
 
     # everything cheap first, before loading a (possibly multi-GB) model
     text = validate_text(args.text)

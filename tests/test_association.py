@@ -4,11 +4,12 @@ official fixture's per-frame outputs reproduced from our detector."""
 import pytest
 import torch
 
-from conceptseg.video.association import (
-    AssociationConfig, Associator, Detections, OutputBuffer, apply_object_wise_non_overlap,
-    associate, fill_holes_in_mask_logits, finalize_frame, masks_for_tracker_input,
-    masks_to_boxes_xyxy, memory_encoder_masks, nms_keep, objects_to_suppress_by_recent_occlusion,
-    select_detections)
+from conceptseg.video.association import AssociationConfig, Associator
+from conceptseg.video.heuristics import objects_to_suppress_by_recent_occlusion
+from conceptseg.video.matching import Detections, associate, nms_keep, select_detections
+from conceptseg.video.postprocess import (
+    OutputBuffer, apply_object_wise_non_overlap, fill_holes_in_mask_logits, finalize_frame,
+    masks_for_tracker_input, masks_to_boxes_xyxy, memory_encoder_masks)
 
 from .conftest import reference
 

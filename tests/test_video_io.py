@@ -10,9 +10,12 @@ import torch
 from PIL import Image
 
 from conceptseg.errors import InputError
-from conceptseg.video.io import (
-    VideoInputError, draw_overlay, open_video, preprocess_frame_cv2, preprocess_frame_folder,
-    preprocess_frame_torchcodec, resize_cubic_uint8, to_model_input, write_overlay_video)
+from conceptseg.video.errors import VideoInputError
+from conceptseg.video.io import open_video
+from conceptseg.video.preprocess import (
+    preprocess_frame_cv2, preprocess_frame_folder, preprocess_frame_torchcodec, resize_cubic_uint8,
+    to_model_input)
+from conceptseg.video.writer import draw_overlay, write_overlay_video
 
 from .conftest import reference
 

@@ -174,7 +174,7 @@ def test_remove_object(video_model, frames_dir):
 
 def _two_object_session(model, frames):
     """A session whose detector always finds the same two objects (top / bottom half)."""
-    from conceptseg.video.association import Detections
+    from conceptseg.video.matching import Detections
 
     s = VideoSession(model, _write_frames(frames))
     r = model.tracker_config.low_res_size

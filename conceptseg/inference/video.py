@@ -78,12 +78,15 @@ from ..ops.masks import rle_decode, rle_encode
 from ..text.tokenizer import ClipTokenizer
 from ..tracker.bank import FrameMemory, MemoryBank, memory_score
 from ..tracker.tracker import NO_OBJ_SCORE, TrackerFeatures, non_overlap
-from ..video.association import (AssociationConfig, Associator, Detections, FrameOutput,
-                                 OutputBuffer, apply_object_wise_non_overlap,
-                                 fill_holes_in_mask_logits, finalize_frame, masks_for_tracker_input,
-                                 masks_to_boxes_xyxy, memory_encoder_masks, select_detections)
-from ..video.io import VideoSource, open_video, to_model_input
+from ..video.association import AssociationConfig, Associator
+from ..video.io import open_video
+from ..video.matching import Detections, select_detections
 from ..video.model import VideoModel
+from ..video.postprocess import (FrameOutput, OutputBuffer, apply_object_wise_non_overlap,
+                                 fill_holes_in_mask_logits, finalize_frame, masks_for_tracker_input,
+                                 masks_to_boxes_xyxy, memory_encoder_masks)
+from ..video.preprocess import to_model_input
+from ..video.source import VideoSource
 from .image import validate_exemplars, validate_text
 
 __all__ = ["VideoSession", "FrameResult", "VideoResults", "DIRECTIONS"]

@@ -1,0 +1,289 @@
+"""Mask operations of SAM 3 video inference and the per-frame outputs of the association.
+
+Mask operations on low-res logits (hole filling, bilinear resizing, boxes, the pixel-wise and
+object-wise non-overlap constraints, the memory-encoder inputs), the :class:`FrameRecord`
+that :meth:`~conceptseg.video.association.Associator.step` produces for every frame, and its
+release as a :class:`FrameOutput` (official ``_postprocess_output``).
+
+Outputs and the hotstart delay (:class:`OutputBuffer`, :func:`finalize_frame`)
+------------------------------------------------------------------------------
+Records are held back: with ``hotstart_delay = 15`` nothing is released until 15 frames are
+buffered, then one frame per processed frame (the oldest); on the **last frame of the
+propagation everything left is released at once** (so a clip shorter than 15 frames outputs
+everything at the end).  At release, ids removed by hotstart *up to the current frame* are
+hidden, even on older frames where they were still tracked (that is the point of the delay),
+as are ids suppressed by keep-alive on that frame.  Then per frame: objects sorted by id;
+masks bilinearly upsampled to the video size and binarised (> 0); objects with an empty mask
+or hidden are dropped; boxes (xyxy from the masks, inclusive pixel indices, no +1) -> xywh
+normalised by the video width / height, **computed before** the non-overlap step; then, if
+more than one object is left, the object-wise non-overlap constraint: each pixel claimed by
+several objects goes to the one with the highest per-frame tracker score (ties: the smaller
+id) and an object whose score is <= 0 keeps no pixel.  An object can therefore be output with
+an empty mask and a box from before the constraint.  (The ``add_prompt`` output is finalised
+directly, with nothing hidden.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Set, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+__all__ = [
+    "FrameRecord", "FrameOutput", "OutputBuffer", "fill_holes_in_mask_logits",
+    "memory_encoder_masks", "masks_for_tracker_input", "apply_pixelwise_non_overlap",
+    "apply_object_wise_non_overlap", "masks_to_boxes_xyxy", "finalize_frame", "NO_OBJ_LOGIT",
+]
+
+NO_OBJ_LOGIT = -10.0
+
+
+# --------------------------------------------------------------------------------------------
+# mask primitives
+# --------------------------------------------------------------------------------------------
+
+def _cc_areas(binary: np.ndarray) -> np.ndarray:
+    """Per-pixel area of its 8-connected component (0 where ``binary`` is False)."""
+    labels, n = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return np.zeros(binary.shape, dtype=np.int64)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    areas[0] = 0
+    return areas[labels]
+
+
+def fill_holes_in_mask_logits(mask_logits: Tensor, max_area: int, fill_holes: bool = True,
+                              remove_sprinkles: bool = True) -> Tensor:
+    """Official ``fill_holes_in_mask_scores`` on ``(..., H, W)`` logits.
+
+    1. Background (logit <= 0) 8-connected components of area <= ``max_area`` become 0.1,
+       **including components touching the border** (unlike ``ops.masks.fill_holes``).
+    2. Then foreground (> 0) components of area <= ``min(fg_area // 2, max_area)`` (fg_area:
+       the whole mask's foreground after step 1) become -0.1.
+    ``max_area <= 0`` returns the input unchanged.
+    """
+    if max_area <= 0 or mask_logits.numel() == 0:
+        return mask_logits
+    shape = mask_logits.shape
+    flat = mask_logits.reshape(-1, shape[-2], shape[-1])
+    out = flat
+    if fill_holes:
+        bg = (out <= 0).cpu().numpy()
+        small = np.stack([(_cc_areas(b) <= max_area) & b for b in bg])
+        out = torch.where(torch.from_numpy(small).to(out.device),
+                          torch.tensor(0.1, dtype=out.dtype, device=out.device), out)
+    if remove_sprinkles:
+        fg = (out > 0).cpu().numpy()
+        small = []
+        for f in fg:
+            thresh = min(int(f.sum()) // 2, max_area)
+            small.append(f & (_cc_areas(f) <= thresh))
+        out = torch.where(torch.from_numpy(np.stack(small)).to(out.device),
+                          torch.tensor(-0.1, dtype=out.dtype, device=out.device), out)
+    return out.reshape(shape)
+
+
+def _resize(masks: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Bilinear (align_corners=False, no antialias) resize of ``(N, h, w)`` logits."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size))
+    return F.interpolate(masks.unsqueeze(1), size=size, mode="bilinear",
+                         align_corners=False).squeeze(1)
+
+
+def masks_for_tracker_input(mask_logits: Tensor, size: int) -> Tensor:
+    """Detection mask logits ``(K, h, w)`` -> the boolean ``(K, size, size)`` masks the tracker
+    receives for new objects and reconditioning (bilinear resize, then > 0)."""
+    return _resize(mask_logits, (size, size)) > 0
+
+
+def masks_to_boxes_xyxy(masks: Tensor) -> Tensor:
+    """``(N, H, W)`` bool -> ``(N, 4)`` float32 (x0, y0, x1, y1) with inclusive pixel indices
+    (torchvision ``masks_to_boxes``); empty masks give zeros."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
+    rows = masks.any(dim=2)  # (N, H)
+    cols = masks.any(dim=1)  # (N, W)
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    x0 = torch.where(cols, xs, w).amin(1)
+    x1 = torch.where(cols, xs, -1).amax(1)
+    y0 = torch.where(rows, ys, h).amin(1)
+    y1 = torch.where(rows, ys, -1).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
+
+
+def _diag_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    return inter / (area_a + area_b - inter)
+
+
+def apply_pixelwise_non_overlap(mask_logits: Tensor) -> Tensor:
+    """At each pixel keep only the object with the highest logit (first one on ties); the
+    others are clamped to <= -10.  ``(N, H, W)``; a no-op for N == 1."""
+    n = mask_logits.shape[0]
+    if n <= 1:
+        return mask_logits
+    winner = torch.argmax(mask_logits, dim=0, keepdim=True)
+    keep = winner == torch.arange(n, device=mask_logits.device)[:, None, None]
+    return torch.where(keep, mask_logits, torch.clamp(mask_logits, max=NO_OBJ_LOGIT))
+
+
+def apply_object_wise_non_overlap(masks: Tensor, scores: Tensor) -> Tensor:
+    """Official output constraint on boolean ``(N, H, W)`` masks with per-object ``scores``:
+    a pixel claimed by several objects goes to the highest score (first on ties); an object
+    with score <= 0 keeps nothing.  Returns bool ``(N, H, W)``."""
+    n = masks.shape[0]
+    if n <= 1:
+        return masks.clone()
+    s = scores.to(torch.float32).reshape(n, 1, 1)
+    per_pixel = torch.where(masks, s, torch.zeros((), dtype=torch.float32, device=masks.device))
+    winner = torch.argmax(per_pixel, dim=0, keepdim=True)
+    keep = winner == torch.arange(n, device=masks.device)[:, None, None]
+    return masks & keep & (per_pixel > 0)
+
+
+def memory_encoder_masks(track_mask_logits: Tensor, size: Tuple[int, int],
+                         shrink_threshold: float = 0.3) -> Tuple[Tensor, Tensor]:
+    """Inputs of the tracker's memory encoder for the tracked objects of a frame.
+
+    Official ``_tracker_update_memories``: the (hole-filled, occlusion-suppressed) low-res
+    logits ``(N, h, w)`` are bilinearly resized to the memory encoder's mask size; a mask
+    that would keep < ``shrink_threshold`` of its area under the pixel-wise non-overlap
+    constraint is clamped to <= -10 (the others are left *unconstrained*); the object score
+    logits are +10 / -10 for non-empty / empty masks.
+    Returns ``(high_res_logits (N, H, W), object_score_logits (N,))``.
+    """
+    high = _resize(track_mask_logits, size)
+    if high.shape[0] > 1:
+        constrained = apply_pixelwise_non_overlap(high)
+        before = (high > 0).sum(dim=(-1, -2)).clamp(min=1)
+        after = (constrained > 0).sum(dim=(-1, -2))
+        keep = (after / before) >= shrink_threshold
+        high = torch.where(keep[:, None, None], high, torch.clamp(high, max=NO_OBJ_LOGIT))
+    obj = torch.where((high > 0).flatten(1).any(1), 10.0, -10.0).to(high.dtype) \
+        if high.shape[0] else high.new_zeros(0)
+    return high, obj
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class FrameRecord:
+    """What the official code keeps for a frame until it is released (low-res logits per id;
+    upsampling happens in :func:`finalize_frame`, which gives the same result as upsampling
+    first)."""
+
+    frame_idx: int
+    obj_id_to_logits: Dict[int, Tensor]  # (h, w) low-res logits per object id
+    obj_id_to_score: Dict[int, float]  # snapshot: det score at creation (-1e4 if removed)
+    obj_id_to_tracker_score: Dict[int, float]  # this frame's tracker score (prob)
+    suppressed_obj_ids: Set[int]  # keep-alive suppression on this frame
+    removed_obj_ids: Set[int]  # all ids removed by hotstart up to this frame
+    frame_stats: Dict[str, int]
+
+
+@dataclass
+class FrameOutput:
+    """Official ``_postprocess_output`` result for one frame."""
+
+    frame_idx: int
+    obj_ids: Tensor  # (M,) int64, ascending
+    probs: Tensor  # (M,) float32: detection score at creation
+    boxes_xywh: Tensor  # (M, 4) float32, normalised by the video width / height
+    masks: Tensor  # (M, H, W) bool
+    frame_stats: Optional[Dict[str, int]] = None
+
+    def as_official_dict(self) -> Dict[str, object]:
+        return {"out_obj_ids": self.obj_ids, "out_probs": self.probs,
+                "out_boxes_xywh": self.boxes_xywh, "out_binary_masks": self.masks,
+                "frame_stats": self.frame_stats}
+
+
+def finalize_frame(record: FrameRecord, video_size: Tuple[int, int],
+                   removed_obj_ids: Optional[Set[int]] = None,
+                   suppressed_obj_ids: Optional[Set[int]] = None) -> FrameOutput:
+    """Official ``_postprocess_output``; ``video_size`` is ``(H, W)``.  With both id sets None
+    (the ``add_prompt`` case) nothing is hidden."""
+    h, w = video_size
+    ids = sorted(record.obj_id_to_logits)
+    if not ids:
+        return FrameOutput(record.frame_idx, torch.zeros(0, dtype=torch.int64),
+                           torch.zeros(0, dtype=torch.float32), torch.zeros(0, 4),
+                           torch.zeros(0, h, w, dtype=torch.bool), record.frame_stats)
+    # one object at a time: track and detection logits may differ in dtype (the official code
+    # resizes the two groups separately, each in its own dtype)
+    masks = torch.cat([_resize(record.obj_id_to_logits[i][None], (h, w)) > 0 for i in ids])
+    obj_ids = torch.tensor(ids, dtype=torch.int64)
+    probs = torch.tensor([record.obj_id_to_score[i] for i in ids], dtype=torch.float32)
+    tracker_probs = torch.tensor([record.obj_id_to_tracker_score.get(i, 0.0) for i in ids],
+                                 dtype=torch.float32)
+    keep = masks.flatten(1).any(1).cpu()
+    hidden = set(suppressed_obj_ids or ()) | set(removed_obj_ids or ())
+    if hidden:
+        keep &= ~torch.isin(obj_ids, torch.tensor(sorted(hidden), dtype=torch.int64))
+    idx = torch.nonzero(keep).flatten()
+    obj_ids, probs, tracker_probs = obj_ids[idx], probs[idx], tracker_probs[idx]
+    masks = masks[idx.to(masks.device)]
+    boxes = masks_to_boxes_xyxy(masks)
+    xywh = torch.stack([boxes[:, 0] / w, boxes[:, 1] / h, (boxes[:, 2] - boxes[:, 0]) / w,
+                        (boxes[:, 3] - boxes[:, 1]) / h], dim=1) if len(idx) else boxes
+    if masks.shape[0] > 1:
+        masks = apply_object_wise_non_overlap(masks, tracker_probs.to(masks.device))
+    return FrameOutput(record.frame_idx, obj_ids, probs, xywh.cpu(), masks.cpu(),
+                       record.frame_stats)
+
+
+class OutputBuffer:
+    """The hotstart delay of ``propagate_in_video``: records in, finalised outputs out.
+
+    ``push(record, is_last)`` returns the frames released by this push, oldest first: nothing
+    while fewer than ``hotstart_delay`` records are held, then the oldest one; everything on
+    the last frame of the propagation.  With ``hotstart_delay <= 0`` every record is released
+    at once (and, as in the official code, ids removed by hotstart are then not hidden).
+    """
+
+    def __init__(self, hotstart_delay: int, video_size: Tuple[int, int]):
+        self.hotstart_delay = int(hotstart_delay)
+        self.video_size = tuple(video_size)
+        self.removed_obj_ids: Set[int] = set()
+        self._held: List[FrameRecord] = []
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def push(self, record: FrameRecord, is_last: bool = False) -> List[FrameOutput]:
+        if self.hotstart_delay <= 0:
+            release = [record]
+        else:
+            self._held.append(record)
+            self.removed_obj_ids.update(record.removed_obj_ids)
+            if is_last:
+                release, self._held = self._held, []
+            elif len(self._held) >= self.hotstart_delay:
+                release, self._held = self._held[:1], self._held[1:]
+            else:
+                release = []
+        return [finalize_frame(r, self.video_size, self.removed_obj_ids, r.suppressed_obj_ids)
+                for r in release]
+
+    def flush(self) -> List[FrameOutput]:
+        """Release everything still held (a propagation interrupted before its last frame)."""
+        release, self._held = self._held, []
+        return [finalize_frame(r, self.video_size, self.removed_obj_ids, r.suppressed_obj_ids)
+                for r in release]
