@@ -38,6 +38,8 @@ from .saco import (
     evaluate_cgf1,
     score_threshold_sweep,
 )
+from .video import (VideoReport, evaluate_video, load_video_ground_truth,  # noqa: F401
+                    load_video_predictions, track_json_to_ytvis, tracks_to_ytvis, write_video_report)
 
 __all__ = [
     "evaluate_predictions", "evaluate_cgf1", "score_threshold_sweep", "coco_ap", "write_report",

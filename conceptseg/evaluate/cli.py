@@ -52,6 +52,10 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
 def cmd_eval(args) -> int:
     from . import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
 
+    if getattr(args, "video", False):
+        from .video_cli import cmd_eval_video
+
+        return cmd_eval_video(args)
     out = Path(args.out)
     gt_paths = args.gt
     if args.model is not None or args.data is not None:
@@ -104,4 +108,7 @@ def register(sub) -> None:
     e.add_argument("--dump-threshold", type=float, default=0.05,
                    help="lowest score written to the predictions (for PR curves, calibration)")
     e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    e.add_argument("--video", action="store_true",
+                   help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
+                        "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s)")
     e.set_defaults(func=cmd_eval)
