@@ -1,0 +1,120 @@
+"""``conceptseg train``: train or fine-tune a concept segmentation model.
+
+Examples::
+
+    conceptseg train --config tiny --stage pretrain --steps 3000 --out runs/tiny-pre
+    conceptseg train --init runs/tiny-pre/model.safetensors --steps 40000 --out runs/tiny \\
+        --curriculum 0:1:easy,3000:2:mixed,10000:4:mixed
+    conceptseg train --init sam3.pt --data ann.json --images imgs/ --epochs 5 --freeze vision,text
+    conceptseg train ... --resume       # continue the run in --out from its last checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import InputError
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def add_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--config", help="model preset (tiny, fixture, test, sam3) or config JSON; "
+                                    "with --init: only needed for checkpoints of custom size")
+    t.add_argument("--init", help="initial weights, any layout (official sam3.pt, HF, ours)")
+    t.add_argument("--stage", choices=["detect", "pretrain"], default="detect",
+                   help="detect: concept segmentation; pretrain: contrastive vision-text alignment")
+    t.add_argument("--data", default="synthetic", help="'synthetic' or a COCO / SA-Co JSON file")
+    t.add_argument("--images", help="image folder of a COCO JSON (default: the JSON's folder)")
+    t.add_argument("--skip-bad", action="store_true",
+                   help="skip bad entries of a COCO JSON (and report how many) instead of stopping")
+    t.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
+    t.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
+    t.add_argument("--epochs", type=int, help="COCO data: total epochs (overrides --steps)")
+    t.add_argument("--batch-images", type=int, default=8)
+    t.add_argument("--phrases-per-image", type=int, default=4)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                   help="learning-rate multiplier of the vision trunk and the text encoder")
+    t.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (then cosine)")
+    t.add_argument("--min-lr-ratio", type=float, default=0.05)
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--clip", type=float, default=0.1, help="gradient norm clip (0: off)")
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    t.add_argument("--freeze", type=_csv, default=(),
+                   help="comma list: vision, neck, text, text-resizer, geometry, encoder, decoder, "
+                        "scoring, masks, backbone")
+    t.add_argument("--curriculum", help="synthetic data: stages step:max_attributes:easy|hard|mixed, "
+                                        "comma separated, e.g. 0:1:easy,2000:2:mixed,6000:4:mixed")
+    t.add_argument("--o2m", type=int, default=0, metavar="K",
+                   help="one-to-many auxiliary matching: each target to K extra queries (0: off)")
+    t.add_argument("--dac", action="store_true",
+                   help="with --o2m: duplicate the queries (no self-attention) for the o2m loss")
+    t.add_argument("--loss", metavar="k=v,...", default="",
+                   help="loss weights, e.g. presence=5,sem_bce=2 (see conceptseg.train.losses)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=200)
+    t.add_argument("--snapshot-every", type=int, default=0,
+                   help="also keep RUN/snapshots/step_N.safetensors every N steps")
+    t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--eval-every", type=int, default=0,
+                   help="quick synthetic evaluation every N steps (logged to metrics.jsonl)")
+    t.add_argument("--eval-images", type=int, default=48)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from RUN/train_state.pt (starts fresh if there is none)")
+
+
+def config_from_args(args):
+    from .losses import LossWeights
+    from .loop import TrainConfig
+
+    if args.steps <= 0:
+        raise InputError("--steps must be positive")
+    if args.batch_images <= 0 or args.phrases_per_image <= 0:
+        raise InputError("--batch-images and --phrases-per-image must be positive")
+    weights = LossWeights(o2m_k=args.o2m)
+    for item in _csv(args.loss):
+        k, _, v = item.partition("=")
+        if not hasattr(weights, k) or k in ("matcher",):
+            raise InputError(f"--loss: unknown weight {k!r}")
+        try:
+            cast = type(getattr(weights, k))
+            setattr(weights, k, cast(v) if cast is not bool else v.lower() in ("1", "true", "yes"))
+        except ValueError:
+            raise InputError(f"--loss: bad value in {item!r}") from None
+    return TrainConfig(
+        out=args.out, stage=args.stage, data=args.data, images=args.images, skip_bad=args.skip_bad,
+        steps=args.steps, epochs=args.epochs, batch_images=args.batch_images,
+        phrases_per_image=args.phrases_per_image, lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay, clip=args.clip, bf16=args.bf16, freeze=args.freeze,
+        curriculum=args.curriculum, dac=args.dac, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
+        log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
+        threads=args.threads, device=args.device, progress=not args.no_progress, loss=weights)
+
+
+def cmd_train(args) -> int:
+    from .loop import train
+
+    cfg = config_from_args(args)
+    if not args.resume and not args.config and not args.init:
+        raise InputError("give --config (preset or JSON) or --init (a checkpoint)")
+    res = train(cfg, model_config=args.config, init=args.init, resume=args.resume)
+    shown = ", ".join(f"{k} {res[k]:.4g}" for k in ("loss", "presence", "pres_gap", "matched_iou", "top1")
+                      if k in res)
+    print(f"trained to step {res['step']}" + (f" ({shown})" if shown else "")
+          + f"; weights in {cfg.out}/model.safetensors")
+    return 0
+
+
+def register(subparsers) -> None:
+    t = subparsers.add_parser("train", help="train or fine-tune on synthetic or COCO/SA-Co data",
+                              description=__doc__.splitlines()[0])
+    add_arguments(t)
+    t.set_defaults(func=cmd_train)

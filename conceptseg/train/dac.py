@@ -1,0 +1,109 @@
+"""Training forward with DAC one-to-many queries (SAM 3's "divide and conquer" decoder option).
+
+During training the decoder's queries are duplicated: the first copy (with the presence token)
+is the ordinary one-to-one set; the second copy skips self-attention, so its queries cannot
+suppress each other, and is trained with one-to-many matching. Both copies share every weight,
+so the checkpoint is unchanged and inference (first copy only) is the ordinary model. The extra
+supervision makes more queries localise each object, which speeds up DETR training.
+
+``train_forward(model, ..., dac=False)`` is exactly ``model(...)``; with ``dac=True`` the
+one-to-one outputs are identical to ``model(...)`` (the o2m copy never influences them) and the
+result gains ``o2m = {"aux_logits", "aux_boxes"}``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model.common import encode_query_box_sine
+from ..ops.boxes import box_cxcywh_to_xyxy, inverse_sigmoid
+
+
+def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: Tensor,
+               prompt_padding: Tensor, memory: Tensor, memory_pos: Tensor, bias: Tensor):
+    """DecoderLayer.forward on [x; x2] where x2 (o2m queries) skips self-attention."""
+    drop = lambda t: F.dropout(t, layer.dropout, layer.training)  # noqa: E731
+    q = x + pos
+    x = layer.norm2(x + drop(layer.self_attn(q, q, x)))
+    x2 = layer.norm2(x2)
+    n = x.shape[1]
+    x = torch.cat([x, x2], 1)
+    pos = torch.cat([pos, pos2], 1)
+    q = x + pos
+    x = layer.catext_norm(x + drop(layer.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding)))
+    q = x + pos
+    x = layer.norm1(x + drop(layer.cross_attn(q, memory + memory_pos, memory, attn_bias=bias)))
+    y = layer.linear2(drop(F.relu(layer.linear1(x))))
+    x = layer.norm3(x + drop(y))
+    return x[:, :n], x[:, n:]
+
+
+def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], prompt: Tensor,
+                prompt_padding: Tensor):
+    """Mirror of DetrDecoder.forward with a second, self-attention-free query copy.
+    Returns (hs, boxes, presence) of the o2o copy and (hs, boxes) of the o2m copy."""
+    B = memory.shape[0]
+    Q = dec.query_embed.weight.shape[0]
+    x = dec.query_embed.weight[None].expand(B, -1, -1)
+    x2 = x
+    ref = dec.reference_points.weight[None].expand(B, -1, -1).sigmoid()
+    ref2 = ref
+    presence = dec.presence_token.weight[None].expand(B, 1, -1)
+    hs, boxes, pres, hs2, boxes2 = [], [], [], [], []
+    for layer in dec.layers:
+        refs = torch.cat([ref, ref2], 1)
+        query_pos = dec.ref_point_head(encode_query_box_sine(refs, dec.d_model))
+        bias = dec.box_bias(refs, *hw)
+        bias = torch.cat([bias.new_zeros(B, dec.heads, 1, bias.shape[-1]), bias], dim=2)
+        pos = torch.cat([query_pos.new_zeros(B, 1, dec.d_model), query_pos[:, :Q]], dim=1)
+        out, x2 = _layer_dac(layer, torch.cat([presence, x], 1), x2, pos, query_pos[:, Q:],
+                             prompt, prompt_padding, memory, memory_pos, bias)
+        presence, x = out[:, :1], out[:, 1:]
+        normed, normed2 = dec.norm(x), dec.norm(x2)
+        new_ref = (inverse_sigmoid(ref) + dec.bbox_embed(normed)).sigmoid()
+        new_ref2 = (inverse_sigmoid(ref2) + dec.bbox_embed(normed2)).sigmoid()
+        hs.append(normed)
+        hs2.append(normed2)
+        boxes.append(new_ref)
+        boxes2.append(new_ref2)
+        logit = dec.presence_token_head(dec.presence_token_out_norm(presence)).squeeze(-1)
+        if dec.presence_clamp is not None:
+            logit = logit.clamp(-dec.presence_clamp, dec.presence_clamp)
+        pres.append(logit)
+        ref, ref2 = new_ref.detach(), new_ref2.detach()
+    return (torch.stack(hs), torch.stack(boxes), torch.stack(pres)), (torch.stack(hs2), torch.stack(boxes2))
+
+
+def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | None = None,
+                  boxes: Tensor | None = None, box_labels: Tensor | None = None,
+                  box_padding: Tensor | None = None, *, dac: bool = False) -> dict[str, Tensor]:
+    if not dac:
+        return model(images, tokens, boxes, box_labels, box_padding, image_index)
+    image = model.encode_image(images)
+    if image_index is not None:
+        image = image.select(image_index)
+    text = model.encode_text(tokens)
+    prompt, prompt_padding = model.encode_prompt(image, text, boxes, box_labels, box_padding)
+    top = image.levels[-1]
+    h, w = top.shape[-2:]
+    memory_pos = image.pos[-1].flatten(2).transpose(1, 2)
+    memory = model.transformer.encoder(top.flatten(2).transpose(1, 2), memory_pos, prompt,
+                                       prompt_padding)
+    (hs, boxes_all, presence), (hs2, boxes2) = decoder_dac(
+        model.transformer.decoder, memory, memory_pos, (h, w), prompt, prompt_padding)
+    logits = model.dot_prod_scoring(hs, prompt, prompt_padding)
+    logits2 = model.dot_prod_scoring(hs2, prompt, prompt_padding)
+    out = {
+        "pred_logits": logits[-1], "pred_boxes": boxes_all[-1],
+        "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes_all[-1]),
+        "presence_logit_dec": presence[-1], "queries": hs[-1],
+        "encoder_hidden_states": memory, "prompt": prompt, "prompt_padding": prompt_padding,
+        "aux_logits": logits, "aux_boxes": boxes_all, "aux_presence": presence,
+        "o2m": {"aux_logits": logits2, "aux_boxes": boxes2},
+    }
+    out["pixel_embed"] = model.segmentation_head.pixel_embedding(image.levels, memory, prompt,
+                                                                 prompt_padding)
+    out["pred_masks"], out["semantic_seg"] = model.mask_logits(out["pixel_embed"], hs[-1])
+    return out

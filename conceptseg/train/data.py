@@ -1,0 +1,172 @@
+"""Batches for training: the synthetic concept engine (infinite, curriculum) or a COCO JSON
+(epochs). A batch is a pure function of the global step, so resuming at step s reproduces the
+exact data that an uninterrupted run would have seen ("data position" = step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..config import Sam3Config
+from ..data.synthetic import SceneConfig, SyntheticConceptDataset, derive_seed
+from ..errors import InputError
+from .losses import resize_masks
+
+__all__ = ["mask_resolution", "CurriculumStage", "parse_curriculum", "SyntheticStream",
+           "CocoStream", "Collator"]
+
+
+def mask_resolution(cfg: Sam3Config) -> tuple[int, int]:
+    """Side of pred_masks / semantic_seg: the ViT grid times the finest FPN level in use."""
+    used = cfg.neck_scales[: len(cfg.neck_scales) - cfg.scalp]
+    s = int(round(cfg.vision.grid * max(used)))
+    return s, s
+
+
+@dataclass(frozen=True)
+class CurriculumStage:
+    start: int  # first step of the stage
+    max_attributes: int = 4
+    negative_mode: str = "mixed"
+
+
+def parse_curriculum(spec: str | None) -> list[CurriculumStage]:
+    """``"0:1:easy,1500:2:mixed,4000:4:hard"`` -> stages (step:max_attributes:negative_mode).
+    Empty / None: one stage with the engine defaults (4 attributes, mixed negatives)."""
+    if not spec:
+        return [CurriculumStage(0)]
+    stages = []
+    for part in spec.split(","):
+        bits = part.strip().split(":")
+        try:
+            start, attrs = int(bits[0]), int(bits[1]) if len(bits) > 1 else 4
+            mode = bits[2] if len(bits) > 2 else "mixed"
+        except ValueError:
+            raise InputError(f"--curriculum: cannot parse {part!r}; use step:max_attributes:"
+                             "easy|hard|mixed, comma separated") from None
+        if not 1 <= attrs <= 4 or mode not in ("easy", "hard", "mixed") or start < 0:
+            raise InputError(f"--curriculum: bad stage {part!r} (attributes 1..4, negatives "
+                             "easy|hard|mixed, step >= 0)")
+        stages.append(CurriculumStage(start, attrs, mode))
+    stages.sort(key=lambda s: s.start)
+    if stages[0].start != 0:
+        stages.insert(0, CurriculumStage(0))
+    return stages
+
+
+class SyntheticStream:
+    """Step s uses images s*B .. s*B+B-1 of an endless synthetic dataset, rendered with the
+    curriculum stage active at step s."""
+
+    epoch_based = False
+
+    def __init__(self, image_size: int, batch_images: int, phrases_per_image: int, seed: int = 0,
+                 curriculum: list[CurriculumStage] | None = None, scene: SceneConfig | None = None):
+        self.image_size, self.batch_images = image_size, batch_images
+        self.phrases_per_image, self.seed = phrases_per_image, seed
+        self.curriculum = curriculum or [CurriculumStage(0)]
+        self.scene = scene or SceneConfig()
+        self._ds: dict[CurriculumStage, SyntheticConceptDataset] = {}
+
+    def stage(self, step: int) -> CurriculumStage:
+        cur = self.curriculum[0]
+        for s in self.curriculum:
+            if s.start <= step:
+                cur = s
+        return cur
+
+    def dataset(self, step: int) -> SyntheticConceptDataset:
+        st = self.stage(step)
+        if st not in self._ds:
+            cfg = replace(self.scene, max_attributes=st.max_attributes, negative_mode=st.negative_mode)
+            self._ds[st] = SyntheticConceptDataset(2 ** 62, self.seed, self.image_size, cfg,
+                                                   self.phrases_per_image)
+        return self._ds[st]
+
+    def batch(self, step: int) -> list[dict]:
+        ds = self.dataset(step)
+        return [ds[step * self.batch_images + j] for j in range(self.batch_images)]
+
+    def describe(self, step: int) -> dict:
+        st = self.stage(step)
+        return {"images_seen": step * self.batch_images, "max_attributes": st.max_attributes,
+                "negatives": st.negative_mode}
+
+
+class CocoStream:
+    """Epochs over a :class:`~conceptseg.train.coco.CocoConceptDataset` in a per-epoch shuffled
+    order; step s is batch s mod steps_per_epoch of epoch s // steps_per_epoch (the last batch
+    of an epoch may be smaller)."""
+
+    epoch_based = True
+
+    def __init__(self, dataset, batch_images: int, seed: int = 0):
+        self.ds, self.batch_images, self.seed = dataset, batch_images, seed
+        self.steps_per_epoch = math.ceil(len(dataset) / batch_images)
+
+    def position(self, step: int) -> tuple[int, int]:
+        return divmod(step, self.steps_per_epoch)
+
+    def batch(self, step: int) -> list[dict]:
+        epoch, k = self.position(step)
+        perm = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, 7])).permutation(len(self.ds))
+        out = []
+        for i in perm[k * self.batch_images:(k + 1) * self.batch_images].tolist():
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, i, 11]))
+            out.append(self.ds.item(int(i), rng))
+        return out
+
+    def is_epoch_end(self, step: int) -> bool:
+        return (step + 1) % self.steps_per_epoch == 0
+
+    def describe(self, step: int) -> dict:
+        epoch, k = self.position(step)
+        return {"epoch": epoch, "batch_in_epoch": k}
+
+
+class Collator:
+    """Items -> model inputs + loss targets (masks area-resized to the prediction grid)."""
+
+    def __init__(self, mask_hw: tuple[int, int], context_length: int = 32):
+        from ..text.tokenizer import ClipTokenizer
+
+        self.mask_hw = mask_hw
+        self.tok = ClipTokenizer(context_length=context_length)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def tokens(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            for t, row in zip(missing, self.tok(missing)):
+                self._cache[t] = row
+        return torch.stack([self._cache[t] for t in texts])
+
+    def __call__(self, items: list[dict]) -> dict:
+        texts, boxes, masks, presence, index = [], [], [], [], []
+        for b, it in enumerate(items):
+            for q in it["queries"]:
+                texts.append(q["text"])
+                boxes.append(q["boxes"].float())
+                masks.append(resize_masks(q["masks"], self.mask_hw))
+                presence.append(float(q["presence"]))
+                index.append(b)
+        if not texts:
+            raise InputError("a batch has no phrases")
+        images = torch.stack([it["image"] for it in items])
+        return {
+            "images": (images - 0.5) / 0.5,
+            "tokens": self.tokens(texts),
+            "image_index": torch.tensor(index, dtype=torch.long),
+            "texts": texts,
+            "boxes": boxes,
+            "masks": masks,
+            "presence": torch.tensor(presence),
+        }
+
+
+def stream_seed(seed: int, name: str) -> int:
+    return derive_seed(seed, sum(map(ord, name)))
