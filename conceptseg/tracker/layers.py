@@ -74,17 +74,17 @@ class GridRoPE:
 
     def __init__(self, theta: float = 10000.0):
         self.theta = theta
-        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._cache: dict[tuple, Tensor] = {}
 
-    def __call__(self, side: int, dim: int, device) -> tuple[Tensor, Tensor]:
+    def __call__(self, side: int, dim: int, device) -> Tensor:
+        """(side*side) x (dim/2) complex factors."""
         key = (side, dim, str(device))
         if key not in self._cache:
-            f = axial_rope_freqs(dim, side, 1.0, self.theta).to(device)
-            self._cache[key] = (f.real.contiguous(), f.imag.contiguous())
+            self._cache[key] = axial_rope_freqs(dim, side, 1.0, self.theta).to(device)
         return self._cache[key]
 
 
-def rope_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, num_k_exclude: int = 0,
+def rope_qk(q: Tensor, k: Tensor, freqs: Tensor, num_k_exclude: int = 0,
             repeat_k: bool = False) -> tuple[Tensor, Tensor]:
     """Rotate q (B x h x Lq x d) and the first ``Lk - num_k_exclude`` keys of k.
 
@@ -92,15 +92,15 @@ def rope_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, num_k_exclude: int =
     memory frame is rotated like the current frame's grid. The excluded tail (object-pointer
     tokens) is left as is. Rotation happens in float32; results take the input dtype.
     """
-    q_out = apply_rope(q, cos, sin).type_as(q)
+    q_out = apply_rope(q, freqs).type_as(q)
     n_rot = k.shape[-2] - num_k_exclude
     if n_rot == 0:
         return q_out, k
     k_rot = k[..., :n_rot, :]
     if repeat_k:
         r = n_rot // q.shape[-2]
-        cos, sin = cos.repeat(r, 1), sin.repeat(r, 1)
-    k_rot = apply_rope(k_rot, cos, sin).type_as(k)
+        freqs = freqs.repeat(r, 1)
+    k_rot = apply_rope(k_rot, freqs).type_as(k)
     if num_k_exclude:
         k_rot = torch.cat([k_rot, k[..., n_rot:, :]], dim=-2)
     return q_out, k_rot

@@ -125,8 +125,7 @@ class RoPEAttention(ProjAttention):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, side: int,
                 num_k_exclude: int = 0) -> Tensor:
         q, k, v = self.project(q, k, v)
-        cos, sin = self.rope(side, q.shape[-1], q.device)
-        q, k = rope_qk(q, k, cos, sin, num_k_exclude, self.repeat_k)
+        q, k = rope_qk(q, k, self.rope(side, q.shape[-1], q.device), num_k_exclude, self.repeat_k)
         return self.attend(q, k, v)
 
 
