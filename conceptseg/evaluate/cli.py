@@ -49,6 +49,25 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
     return out_path
 
 
+SYNTHETIC_TEST_SEED = 1_000_003  # far from the training seeds: new scenes
+
+
+def _synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
+    """'synthetic' or 'synthetic:N': a held-out test split of the concept data engine (new seeds,
+    scenes that contain the colour-shape pairs held out of training), written once under out/."""
+    from ..data.synthetic import write_coco
+
+    _, _, n = spec.partition(":")
+    try:
+        num = int(n) if n else 200
+    except ValueError:
+        raise InputError(f"--data {spec!r}: expected synthetic or synthetic:N") from None
+    path = out / f"synthetic_test_{num}" / "annotations.json"
+    if not path.exists():
+        write_coco(path.parent, num, seed=SYNTHETIC_TEST_SEED, image_size=image_size, split="test")
+    return path
+
+
 def cmd_eval(args) -> int:
     from . import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
 
@@ -65,6 +84,8 @@ def cmd_eval(args) -> int:
         from ..build import load
 
         model = load(args.model or None)
+        if args.data.startswith("synthetic"):
+            args.data = str(_synthetic_test_set(args.data, out, model.config.vision.image_size))
         pred_path = predict_dataset(model, args.data, args.images, out / "predictions.json",
                                     args.dump_threshold)
         gt_paths = gt_paths or [args.data]
@@ -100,7 +121,8 @@ def register(sub) -> None:
                    help="ground-truth JSON; repeat for several annotators (SA-Co Gold a/b/c)")
     e.add_argument("--pred", help="COCO results JSON (or .jsonl) with RLE masks and scores")
     e.add_argument("--model", help="checkpoint to run first ('' = the shipped model)")
-    e.add_argument("--data", help="SA-Co style JSON to run the model on (also the GT by default)")
+    e.add_argument("--data", help="SA-Co style JSON to run the model on (also the GT by default), "
+                                  "or synthetic[:N] for a held-out synthetic test split")
     e.add_argument("--images", help="image folder (default: next to --data)")
     e.add_argument("--out", default="eval_out")
     e.add_argument("--iou-type", choices=["segm", "bbox"], default="segm")
