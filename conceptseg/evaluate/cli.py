@@ -108,7 +108,7 @@ def cmd_eval(args) -> int:
         tmp.write_text(json.dumps(stats, indent=1))
         os.replace(tmp, out / "coco_ap.json")
     print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
-          f"({args.iou_type}, {report.counts.get('datapoints', '?')} datapoints)")
+          f"({args.iou_type}, {report.counts.get('num_datapoints', '?')} datapoints)")
     if stats:
         print(f"COCO AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
     print(f"report: {paths['markdown']} (+ JSON and plots in {out}/)")
