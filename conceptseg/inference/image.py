@@ -116,6 +116,38 @@ def _fill_small_background(logits: torch.Tensor, max_area: int, value: float) ->
                        torch.tensor(value, dtype=logits.dtype, device=logits.device), logits)
 
 
+def parse_clicks(points, labels, width: int, height: int, what: str = "image"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clicks in pixel (x, y) with labels 1 (positive) / 0 (negative; default all positive)
+    -> (N x 2 float32, N int32), or an InputError saying what is wrong."""
+    try:
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise InputError("points must be a list of (x, y) pixel coordinates") from None
+    if pts.dim() == 1 and pts.numel() == 2:
+        pts = pts[None]
+    if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+        raise InputError(f"points must be N x 2 (x, y) with N >= 1, got shape {tuple(pts.shape)}")
+    if not torch.isfinite(pts).all():
+        raise InputError("points must be finite numbers")
+    if labels is None:
+        labs = torch.ones(pts.shape[0], dtype=torch.int32)
+    else:
+        try:
+            labs = torch.as_tensor(np.asarray(labels).reshape(-1).astype(np.int64))
+        except (TypeError, ValueError):
+            raise InputError("labels must be 1 (positive) or 0 (negative) per point") from None
+        if labs.numel() != pts.shape[0]:
+            raise InputError(f"{pts.shape[0]} points but {labs.numel()} labels")
+        if not bool(((labs == 0) | (labs == 1)).all()):
+            raise InputError("labels must be 1 (positive) or 0 (negative)")
+        labs = labs.to(torch.int32)
+    for x, y in pts.tolist():
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"click ({x:g}, {y:g}) lies outside the {width}x{height} {what}")
+    return pts, labs
+
+
 class ImagePredictor:
     """Promptable concept segmentation on one image at a time.
 
@@ -278,32 +310,7 @@ class ImagePredictor:
 
     def _parse_points(self, points, labels) -> tuple[torch.Tensor, torch.Tensor]:
         H, W = self.image_size
-        try:
-            pts = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32)
-        except (TypeError, ValueError):
-            raise InputError("points must be a list of (x, y) pixel coordinates") from None
-        if pts.dim() == 1 and pts.numel() == 2:
-            pts = pts[None]
-        if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
-            raise InputError(f"points must be N x 2 (x, y), got shape {tuple(pts.shape)}")
-        if not torch.isfinite(pts).all():
-            raise InputError("points must be finite numbers")
-        for x, y in pts.tolist():
-            if not (0 <= x <= W and 0 <= y <= H):
-                raise InputError(f"click ({x:g}, {y:g}) lies outside the {W}x{H} image")
-        if labels is None:
-            labs = torch.ones(pts.shape[0], dtype=torch.int32)
-        else:
-            try:
-                labs = torch.as_tensor(np.asarray(labels).reshape(-1).astype(np.int64))
-            except (TypeError, ValueError):
-                raise InputError("labels must be 1 (positive) or 0 (negative) per point") from None
-            if labs.numel() != pts.shape[0]:
-                raise InputError(f"{pts.shape[0]} points but {labs.numel()} labels")
-            if not bool(((labs == 0) | (labs == 1)).all()):
-                raise InputError("labels must be 1 (positive) or 0 (negative)")
-            labs = labs.to(torch.int32)
-        return pts, labs
+        return parse_clicks(points, labels, W, H, "image")
 
     def _parse_box(self, box) -> torch.Tensor:
         H, W = self.image_size

@@ -77,6 +77,7 @@ from ..errors import InputError
 from ..model.detector import ImageFeatures, TextFeatures
 from ..text.tokenizer import ClipTokenizer
 from ..tracker.tracker import TrackerFeatures
+from .image import parse_clicks
 from ..video.association import AssociationConfig, Associator
 from ..video.io import open_video
 from ..video.matching import Detections
@@ -206,33 +207,7 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
 
     def _check_clicks(self, points, labels) -> tuple[Tensor, Tensor]:
         h, w = self.size
-        try:
-            pts = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32)
-        except (TypeError, ValueError):
-            raise InputError("points must be a list of (x, y) pixel coordinates") from None
-        if pts.dim() == 1 and pts.numel() == 2:
-            pts = pts[None]
-        if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
-            raise InputError(f"points must be N x 2 (x, y) with N >= 1, got shape "
-                             f"{tuple(pts.shape)}")
-        if not torch.isfinite(pts).all():
-            raise InputError("points must be finite numbers")
-        if labels is None:
-            labs = torch.ones(pts.shape[0], dtype=torch.int32)
-        else:
-            try:
-                labs = torch.as_tensor(np.asarray(labels).reshape(-1).astype(np.int64))
-                labs = labs.to(torch.int32)
-            except (TypeError, ValueError):
-                raise InputError("labels must be 1 (positive) or 0 (negative) per point") from None
-            if labs.numel() != pts.shape[0]:
-                raise InputError(f"{pts.shape[0]} points but {labs.numel()} labels")
-            if not bool(((labs == 0) | (labs == 1)).all()):
-                raise InputError("labels must be 1 (positive) or 0 (negative)")
-        for x, y in pts.tolist():
-            if not (0 <= x <= w and 0 <= y <= h):
-                raise InputError(f"click ({x:g}, {y:g}) lies outside the {w}x{h} frame")
-        return pts, labs
+        return parse_clicks(points, labels, w, h, "frame")
 
     # -- prompts --------------------------------------------------------------------------------
     @torch.inference_mode()

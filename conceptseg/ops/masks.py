@@ -16,6 +16,8 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 from torch import Tensor
 
+from .boxes import _greedy_suppress
+
 __all__ = ["mask_iou", "mask_nms", "rle_encode", "rle_decode", "fill_holes", "remove_small_regions"]
 
 
@@ -49,16 +51,8 @@ def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         return torch.empty((0,), dtype=torch.int64, device=masks.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     m = masks[order]
-    over = torch.triu(mask_iou(m, m) > iou_threshold, diagonal=1).cpu().numpy()
-    k = over.shape[0]
-    keep = np.zeros(k, dtype=bool)
-    removed = np.zeros(k, dtype=bool)
-    for i in range(k):
-        if removed[i]:
-            continue
-        keep[i] = True
-        removed |= over[i]
-    return order[torch.from_numpy(keep).to(order.device)]
+    keep = _greedy_suppress(torch.triu(mask_iou(m, m), diagonal=1), iou_threshold)
+    return order[keep.to(order.device)]
 
 
 def _to_numpy_bool(masks: Union[Tensor, np.ndarray]) -> np.ndarray:
