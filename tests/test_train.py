@@ -194,7 +194,9 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
     def cfg(out):
         return TrainConfig(out=str(out), steps=5, batch_images=2, phrases_per_image=2,
                            checkpoint_every=2, log_every=1, progress=False, lr=1e-3, warmup=2,
-                           dac=True, loss=LossWeights(o2m_k=2), curriculum="0:1:easy,3:4:mixed")
+                           threads=1,
+                           dac=True, dn=True, loss=LossWeights(o2m_k=2),
+                           curriculum="0:1:easy,3:4:mixed")
     quiet = lambda *a: None  # noqa: E731
     train(cfg(tmp_path / "a"), model_config="test", log=quiet)
     with pytest.raises(_Kill):
@@ -212,7 +214,7 @@ def test_pretrain_stage_runs_and_resumes(tmp_path):
     from conceptseg.train.loop import TrainConfig, train
 
     c = TrainConfig(out=str(tmp_path / "p"), stage="pretrain", steps=3, batch_images=2,
-                    checkpoint_every=1, progress=False, lr=1e-3)
+                    checkpoint_every=1, progress=False, lr=1e-3, threads=1)
     with pytest.raises(_Kill):
         train(c, model_config="test", hooks=_kill_after(2), log=lambda *a: None)
     res = train(c, model_config="test", resume=True, log=lambda *a: None)
@@ -285,7 +287,7 @@ def test_cli_bad_coco_one_line_error_and_skip_bad(coco_dir, tmp_path, capsys):
 
     path = _variant(coco_dir, tmp_path, BAD["invalid polygon"][0])
     args = ["train", "--config", "test", "--data", str(path), "--out", str(tmp_path / "run"),
-            "--steps", "1", "--batch-images", "2", "--no-progress"]
+            "--steps", "1", "--batch-images", "2", "--no-progress", "--threads", "1"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("conceptseg train: error:") and "invalid polygon" in err and "\n" not in err
@@ -325,7 +327,7 @@ def test_finetune_official_fixture_resumes_without_losing_an_epoch(coco_dir, tmp
     def cfg(out):  # 3 images / 2 per batch = 2 steps per epoch; 2 epochs; no step checkpoints
         return TrainConfig(out=str(out), data=ann, epochs=2, batch_images=2, phrases_per_image=2,
                            checkpoint_every=1000, progress=False, lr=1e-4, warmup=1,
-                           freeze=("vision",))
+                           freeze=("vision",), threads=1)
     quiet = lambda *a: None  # noqa: E731
     train(cfg(tmp_path / "a"), model_config="fixture", init=str(FIXTURE), log=quiet)
     with pytest.raises(_Kill):  # killed in the middle of epoch 2 (after its first step)
@@ -337,7 +339,7 @@ def test_finetune_official_fixture_resumes_without_losing_an_epoch(coco_dir, tmp
     assert main(["train", "--config", "fixture", "--init", str(FIXTURE), "--data", ann,
                  "--epochs", "2", "--batch-images", "2", "--phrases-per-image", "2",
                  "--checkpoint-every", "1000", "--lr", "1e-4", "--warmup", "1", "--freeze", "vision",
-                 "--out", str(tmp_path / "b"), "--resume", "--no-progress"]) == 0
+                 "--threads", "1", "--out", str(tmp_path / "b"), "--resume", "--no-progress"]) == 0
     assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
     frozen = [k for k in _weights(tmp_path / "a") if k.startswith("backbone.vision_backbone.trunk.")]
     from conceptseg.build import load
@@ -355,11 +357,32 @@ def test_dac_forward_keeps_one_to_one_outputs():
     tokens = torch.randint(1, 400, (3, 32))
     tokens[:, 6:] = 0
     index = torch.tensor([0, 1, 1])
+    dn_refs = torch.rand(3, 5, 4) * 0.5 + 0.25
     with torch.no_grad():
         ref = model(images, tokens, image_index=index)
         got = train_forward(model, images, tokens, index, dac=True)
+        got_dn = train_forward(model, images, tokens, index, dac=True, dn_refs=dn_refs)
+        only_dn = train_forward(model, images, tokens, index, dn_refs=dn_refs)
     for k in ("pred_logits", "pred_boxes", "presence_logit_dec", "pred_masks", "semantic_seg",
               "aux_logits", "aux_boxes", "aux_presence"):
-        assert torch.allclose(ref[k], got[k], atol=1e-5), k
+        for out in (got, got_dn, only_dn):
+            assert torch.allclose(ref[k], out[k], atol=1e-5), k
     assert got["o2m"]["aux_logits"].shape == ref["aux_logits"].shape
     assert not torch.allclose(got["o2m"]["aux_logits"], ref["aux_logits"])  # no self-attention
+    assert torch.allclose(got["o2m"]["aux_logits"], got_dn["o2m"]["aux_logits"], atol=1e-5)
+    assert got_dn["dn"]["aux_logits"].shape == (2, 3, 5, 1) and "o2m" not in only_dn
+    assert torch.allclose(got_dn["dn"]["aux_logits"], only_dn["dn"]["aux_logits"], atol=1e-5)
+
+
+def test_recognition_targets_cover_every_instance():
+    from conceptseg.train.data import Collator, SyntheticStream
+
+    stream = SyntheticStream(56, 2, 3, seed=4)
+    items = stream.batch(0)
+    batch = Collator((14, 14))(items)
+    for r, b in enumerate(batch["image_index"].tolist()):
+        n = items[b]["all_boxes"].shape[0]
+        assert batch["dn_valid"][r].sum() == n
+        # the row's positives are exactly its target boxes
+        pos = batch["dn_boxes"][r][batch["dn_labels"][r] > 0.5]
+        assert torch.allclose(pos.sort(0).values, batch["boxes"][r].sort(0).values)

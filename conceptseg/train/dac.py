@@ -9,6 +9,14 @@ supervision makes more queries localise each object, which speeds up DETR traini
 ``train_forward(model, ..., dac=False)`` is exactly ``model(...)``; with ``dac=True`` the
 one-to-one outputs are identical to ``model(...)`` (the o2m copy never influences them) and the
 result gains ``o2m = {"aux_logits", "aux_boxes"}``.
+
+The same self-attention-free group also carries *recognition queries* (DN-DETR style
+denoising queries, ``dn_refs``): one per instance of the image, with zero content and its
+reference box at the instance's (jittered) box. Their targets are the instance's box and
+"does this instance match the phrase". This teaches the phrase-object matching of the
+dot-product scorer (a bilinear query x phrase term) directly, while the ordinary queries are
+still learning to localise: without it, a model trained from scratch learns where objects are
+and which phrases are usually present, but not to compare the phrase with the object.
 """
 
 from __future__ import annotations
@@ -41,15 +49,23 @@ def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: 
 
 
 def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], prompt: Tensor,
-                prompt_padding: Tensor):
-    """Mirror of DetrDecoder.forward with a second, self-attention-free query copy.
-    Returns (hs, boxes, presence) of the o2o copy and (hs, boxes) of the o2m copy."""
+                prompt_padding: Tensor, o2m: bool = True, dn_refs: Tensor | None = None):
+    """Mirror of DetrDecoder.forward with a second query group that skips self-attention:
+    a copy of the learned queries (``o2m``) and/or recognition queries with zero content placed
+    at ``dn_refs`` (B x K x 4 cxcywh in [0, 1]). Returns (hs, boxes, presence) of the ordinary
+    queries and (hs, boxes) of the second group ([o2m copy; recognition queries])."""
     B = memory.shape[0]
     Q = dec.query_embed.weight.shape[0]
     x = dec.query_embed.weight[None].expand(B, -1, -1)
-    x2 = x
     ref = dec.reference_points.weight[None].expand(B, -1, -1).sigmoid()
-    ref2 = ref
+    x2s, ref2s = [], []
+    if o2m:
+        x2s.append(x)
+        ref2s.append(ref)
+    if dn_refs is not None:
+        x2s.append(x.new_zeros(B, dn_refs.shape[1], x.shape[-1]))
+        ref2s.append(dn_refs.to(ref).clamp(1e-4, 1 - 1e-4))
+    x2, ref2 = torch.cat(x2s, 1), torch.cat(ref2s, 1)
     presence = dec.presence_token.weight[None].expand(B, 1, -1)
     hs, boxes, pres, hs2, boxes2 = [], [], [], [], []
     for layer in dec.layers:
@@ -76,10 +92,25 @@ def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], pr
     return (torch.stack(hs), torch.stack(boxes), torch.stack(pres)), (torch.stack(hs2), torch.stack(boxes2))
 
 
+def noisy_boxes(boxes: Tensor, center: float = 0.2, scale: float = 0.3,
+                generator: torch.Generator | None = None) -> Tensor:
+    """DN-DETR style jitter: centres move by up to ``center`` x the box size, sides scale by
+    up to 1 +- ``scale``. boxes ... x 4 cxcywh in [0, 1]."""
+    u = torch.rand(boxes.shape, generator=generator, dtype=boxes.dtype) * 2 - 1
+    cx = boxes[..., 0] + u[..., 0] * center * boxes[..., 2]
+    cy = boxes[..., 1] + u[..., 1] * center * boxes[..., 3]
+    w = boxes[..., 2] * (1 + u[..., 2] * scale)
+    h = boxes[..., 3] * (1 + u[..., 3] * scale)
+    return torch.stack([cx, cy, w, h], -1).clamp(1e-3, 1 - 1e-3)
+
+
 def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | None = None,
                   boxes: Tensor | None = None, box_labels: Tensor | None = None,
-                  box_padding: Tensor | None = None, *, dac: bool = False) -> dict[str, Tensor]:
-    if not dac:
+                  box_padding: Tensor | None = None, *, dac: bool = False,
+                  dn_refs: Tensor | None = None) -> dict[str, Tensor]:
+    """``model(...)`` plus, during training, the o2m copy (``dac``) and recognition queries at
+    ``dn_refs`` (B x K x 4). The ordinary outputs are unchanged by either."""
+    if not dac and dn_refs is None:
         return model(images, tokens, boxes, box_labels, box_padding, image_index)
     image = model.encode_image(images)
     if image_index is not None:
@@ -92,7 +123,8 @@ def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | N
     memory = model.transformer.encoder(top.flatten(2).transpose(1, 2), memory_pos, prompt,
                                        prompt_padding)
     (hs, boxes_all, presence), (hs2, boxes2) = decoder_dac(
-        model.transformer.decoder, memory, memory_pos, (h, w), prompt, prompt_padding)
+        model.transformer.decoder, memory, memory_pos, (h, w), prompt, prompt_padding,
+        o2m=dac, dn_refs=dn_refs)
     logits = model.dot_prod_scoring(hs, prompt, prompt_padding)
     logits2 = model.dot_prod_scoring(hs2, prompt, prompt_padding)
     out = {
@@ -101,8 +133,12 @@ def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | N
         "presence_logit_dec": presence[-1], "queries": hs[-1],
         "encoder_hidden_states": memory, "prompt": prompt, "prompt_padding": prompt_padding,
         "aux_logits": logits, "aux_boxes": boxes_all, "aux_presence": presence,
-        "o2m": {"aux_logits": logits2, "aux_boxes": boxes2},
     }
+    Q = hs.shape[2] if dac else 0
+    if dac:
+        out["o2m"] = {"aux_logits": logits2[:, :, :Q], "aux_boxes": boxes2[:, :, :Q]}
+    if dn_refs is not None:
+        out["dn"] = {"aux_logits": logits2[:, :, Q:], "aux_boxes": boxes2[:, :, Q:]}
     out["pixel_embed"] = model.segmentation_head.pixel_embedding(image.levels, memory, prompt,
                                                                  prompt_padding)
     out["pred_masks"], out["semantic_seg"] = model.mask_logits(out["pixel_embed"], hs[-1])

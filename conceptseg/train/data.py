@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..config import Sam3Config
-from ..data.synthetic import SceneConfig, SyntheticConceptDataset, derive_seed
+from ..data.synthetic import (SceneConfig, SyntheticConceptDataset, box_xyxy_to_cxcywh_norm,
+                              derive_seed)
 from ..errors import InputError
 from .losses import resize_masks
 
@@ -84,12 +85,23 @@ class SyntheticStream:
         if st not in self._ds:
             cfg = replace(self.scene, max_attributes=st.max_attributes, negative_mode=st.negative_mode)
             self._ds[st] = SyntheticConceptDataset(2 ** 62, self.seed, self.image_size, cfg,
-                                                   self.phrases_per_image)
+                                                   self.phrases_per_image, cache=True)
         return self._ds[st]
 
     def batch(self, step: int) -> list[dict]:
         ds = self.dataset(step)
-        return [ds[step * self.batch_images + j] for j in range(self.batch_images)]
+        out = []
+        for j in range(self.batch_images):
+            i = step * self.batch_images + j
+            item = ds[i]
+            # every instance of the scene (for recognition queries), in instance order; the
+            # dataset caches the scene it just rendered, we take it out again
+            scene = ds._cache.pop(i)
+            H, W = scene.image.shape[:2]
+            item["all_boxes"] = torch.from_numpy(
+                box_xyxy_to_cxcywh_norm([inst.box for inst in scene.instances], H, W))
+            out.append(item)
+        return out
 
     def describe(self, step: int) -> dict:
         st = self.stage(step)
@@ -146,7 +158,7 @@ class Collator:
         return torch.stack([self._cache[t] for t in texts])
 
     def __call__(self, items: list[dict]) -> dict:
-        texts, boxes, masks, presence, index = [], [], [], [], []
+        texts, boxes, masks, presence, index, dn = [], [], [], [], [], []
         for b, it in enumerate(items):
             for q in it["queries"]:
                 texts.append(q["text"])
@@ -154,10 +166,14 @@ class Collator:
                 masks.append(resize_masks(q["masks"], self.mask_hw))
                 presence.append(float(q["presence"]))
                 index.append(b)
+                if "all_boxes" in it and "instance_ids" in q:
+                    labels = torch.zeros(it["all_boxes"].shape[0])
+                    labels[q["instance_ids"]] = 1.0
+                    dn.append((it["all_boxes"].float(), labels))
         if not texts:
             raise InputError("a batch has no phrases")
         images = torch.stack([it["image"] for it in items])
-        return {
+        out = {
             "images": (images - 0.5) / 0.5,
             "tokens": self.tokens(texts),
             "image_index": torch.tensor(index, dtype=torch.long),
@@ -166,6 +182,17 @@ class Collator:
             "masks": masks,
             "presence": torch.tensor(presence),
         }
+        if dn and len(dn) == len(texts):
+            # recognition targets: every instance of the row's image, label 1 if it matches
+            K = max(b.shape[0] for b, _ in dn)
+            out["dn_boxes"] = torch.full((len(dn), K, 4), 0.5)
+            out["dn_labels"] = torch.zeros(len(dn), K)
+            out["dn_valid"] = torch.zeros(len(dn), K, dtype=torch.bool)
+            for r, (bx, lab) in enumerate(dn):
+                out["dn_boxes"][r, : len(lab)] = bx
+                out["dn_labels"][r, : len(lab)] = lab
+                out["dn_valid"][r, : len(lab)] = True
+        return out
 
 
 def stream_seed(seed: int, name: str) -> int:

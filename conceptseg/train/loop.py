@@ -77,6 +77,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     curriculum: str | None = None
     dac: bool = False  # one-to-many DAC queries (needs loss.o2m_k > 0)
+    dn: bool = False  # recognition queries at jittered boxes of every instance (synthetic data)
     seed: int = 0
     checkpoint_every: int = 200
     snapshot_every: int = 0
@@ -229,12 +230,20 @@ def train(cfg: TrainConfig, *, model_config: str | Sam3Config | None = None, ini
           resume: bool = False, hooks: dict[str, Callable] | None = None, log=print) -> dict:
     """Train and return the final metrics. ``hooks["step_end"](step, metrics)`` is called after
     every optimizer step (after any checkpoint of that step); it may raise to stop the run."""
+    hooks = hooks or {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, model_config, init, resume, hooks, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log) -> dict:
     from tqdm import tqdm
 
     from .data import CocoStream, Collator, SyntheticStream, mask_resolution, parse_curriculum
 
-    hooks = hooks or {}
-    torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state = None
@@ -347,9 +356,14 @@ def train(cfg: TrainConfig, *, model_config: str | Sam3Config | None = None, ini
 
                 batch = collate(stream.batch(step))
                 dev = cfg.device
+                dn_refs = None
+                if cfg.dn and "dn_boxes" in batch:
+                    from .dac import noisy_boxes
+
+                    dn_refs = noisy_boxes(batch["dn_boxes"]).to(dev)
                 with autocast:
                     outputs = train_forward(model, batch["images"].to(dev), batch["tokens"].to(dev),
-                                            batch["image_index"].to(dev), dac=dac)
+                                            batch["image_index"].to(dev), dac=dac, dn_refs=dn_refs)
                 loss, comps = criterion(outputs, batch)
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}")
@@ -374,7 +388,8 @@ def train(cfg: TrainConfig, *, model_config: str | Sam3Config | None = None, ini
                 metrics_f.flush()
                 last = rec
                 show = {k: f"{rec[k]:.3g}" for k in ("loss", "cls", "presence", "pres_gap",
-                                                      "matched_iou", "mask_dice", "top1", "cos_gap")
+                                                      "dn_gap", "matched_iou", "mask_dice", "top1",
+                                                      "cos_gap")
                         if k in rec}
                 bar.set_postfix(show, refresh=False)
                 acc, n_acc, t_acc = {}, 0, 0.0
@@ -394,12 +409,16 @@ def train(cfg: TrainConfig, *, model_config: str | Sam3Config | None = None, ini
                     es = ev["eval_stage"]
                     log(f"step {step}: current stage ({st.max_attributes} attribute(s), "
                         f"{st.negative_mode} negatives): presence AUC {es['presence_auc']:.3f} "
+                        f"(same phrase {es['phrase_presence_auc']:.3f}, score "
+                        f"{es['phrase_score_auc']:.3f}) "
                         f"(pos {es['presence_pos']:.2f} neg {es['presence_neg']:.2f}), cgF1 "
                         f"{es['cgF1']:.1f}")
                 metrics_f.write(json.dumps(ev) + "\n")
                 metrics_f.flush()
                 e, et = ev["eval"], ev["eval_test"]
-                log(f"step {step}: presence AUC {e['presence_auc']:.3f} (pos {e['presence_pos']:.2f} "
+                log(f"step {step}: presence AUC {e['presence_auc']:.3f} (same phrase across images "
+                    f"{e['phrase_presence_auc']:.3f}, score {e['phrase_score_auc']:.3f}; "
+                    f"pos {e['presence_pos']:.2f} "
                     f"neg {e['presence_neg']:.2f}), cgF1 {e['cgF1']:.1f}, pmF1 {e['pmF1']:.3f}, "
                     f"IL_MCC {e['IL_MCC']:.3f}, mask recall IoU {e['mask_recall_iou']:.3f}; held-out "
                     f"pairs presence AUC {et['heldout_presence_auc']:.3f}, test cgF1 {et['cgF1']:.1f}")

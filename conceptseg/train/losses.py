@@ -14,6 +14,8 @@ Terms (all reported in the returned dict, the weighted sum is ``loss``):
 * ``mask_bce`` / ``mask_dice``: matched queries' masks, last layer only (as the official recipe).
 * ``sem_bce`` / ``sem_dice``: the semantic head against the union of the row's instances
   (all zeros for negatives): dense supervision of where the phrase is.
+* ``dn_*``: optional recognition queries (see :mod:`conceptseg.train.dac`): one query per
+  instance of the image at its jittered box; BCE of "matches the phrase", L1 + GIoU to its box.
 * ``o2m_*``: optional one-to-many terms (each target matched to ``o2m_k`` queries) on the
   ``o2m`` outputs (DAC queries, see :mod:`conceptseg.train.dac`), or, when the model has no such
   outputs, box-only terms on the regular queries.
@@ -44,6 +46,8 @@ class LossWeights:
     sem_bce: float = 2.0
     sem_dice: float = 1.0
     o2m: float = 1.0  # multiplies every o2m term (which use the cls/bbox/giou weights)
+    dn_cls: float = 5.0  # recognition queries: BCE of "this instance matches the phrase"
+    dn_box: float = 1.0  # recognition queries: multiplies their L1 / GIoU terms
     alpha: float = 0.25
     gamma: float = 2.0
     aux_layers: bool = True  # supervise every decoder layer (else the last only)
@@ -191,6 +195,32 @@ class SetCriterion:
                 for k in ("bbox", "giou"):
                     comps[f"o2m_{k}"] = terms[k]
                     total = total + w.o2m * getattr(w, k) * terms[k]
+        # recognition queries (teacher-forced boxes of every instance of the image)
+        if "dn" in outputs and "dn_labels" in targets:
+            dn = outputs["dn"]
+            dev = dn["aux_logits"].device
+            valid = targets["dn_valid"].to(dev)
+            labels = targets["dn_labels"].to(dev)[valid]
+            gt = targets["dn_boxes"].to(dev)[valid].float()
+            Ld = dn["aux_logits"].shape[0]
+            for l in (range(Ld) if w.aux_layers else [Ld - 1]):
+                sfx = "" if l == Ld - 1 else f"_{l}"
+                logits = dn["aux_logits"][l][..., 0][valid].float()
+                src = dn["aux_boxes"][l][valid].float()
+                terms = {
+                    "dn_cls": F.binary_cross_entropy_with_logits(logits, labels),
+                    "dn_bbox": F.l1_loss(src, gt, reduction="none").sum(-1).mean(),
+                    "dn_giou": (1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src),
+                                                                   box_cxcywh_to_xyxy(gt)))).mean(),
+                }
+                total = total + w.dn_cls * terms["dn_cls"] + w.dn_box * (
+                    w.bbox * terms["dn_bbox"] + w.giou * terms["dn_giou"])
+                for k, v in terms.items():
+                    comps[k + sfx] = v
+            with torch.no_grad():
+                lg = dn["aux_logits"][-1][..., 0][valid].float()
+                if bool((labels > 0.5).any()) and bool((labels < 0.5).any()):
+                    comps["dn_gap"] = lg[labels > 0.5].mean() - lg[labels < 0.5].mean()
         # diagnostics (not part of the loss)
         with torch.no_grad():
             b, q = _gather(outputs["pred_boxes"], last_idx)

@@ -6,6 +6,10 @@ for training):
 * ``presence_auc`` / ``presence_pos`` / ``presence_neg``: does the presence head separate phrases
   that are in the image from phrases that are not (the first thing that must work);
 * ``score_auc``: the same with the image-level score max_q sigmoid(logit_q) * sigmoid(presence);
+* ``phrase_presence_auc`` / ``phrase_score_auc``: the same, computed per phrase over the images
+  it is asked about (mean over phrases seen both present and absent). A model that only learned
+  which phrases are *usually* present (e.g. "large object" almost always is) scores 0.5 here:
+  this is the number that shows the image is compared with the phrase;
 * ``pmF1``: micro F1 of the thresholded instance masks on positive datapoints, averaged over IoU
   thresholds 0.50:0.05:0.95 (one-to-one matching by mask IoU);
 * ``IL_MCC``: Matthews correlation of "any instance predicted" vs "phrase present";
@@ -64,6 +68,10 @@ def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (inter / union.clamp(min=1)).numpy()
 
 
+def _mean(v) -> float:
+    return float(np.mean(v)) if len(v) else float("nan")
+
+
 def _mcc(tp, fp, fn, tn) -> float:
     d = np.sqrt(float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn))
     return float((tp * tn - fp * fn) / d) if d > 0 else 0.0
@@ -84,6 +92,7 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
                   split=split)
     ds = SyntheticConceptDataset(num_images, seed, S, cfg, phrases_per_image=None)
     pres_pos, pres_neg, score_pos, score_neg, held_pres = [], [], [], [], []
+    by_phrase: dict[str, tuple[list, list, list, list]] = {}
     tp = np.zeros(len(IOU_THRESHOLDS))
     fp = np.zeros(len(IOU_THRESHOLDS))
     fn = np.zeros(len(IOU_THRESHOLDS))
@@ -110,6 +119,9 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
             positive = gt.shape[0] > 0
             (pres_pos if positive else pres_neg).append(float(presence[r]))
             (score_pos if positive else score_neg).append(float(scores[r].max()))
+            g = by_phrase.setdefault(text, ([], [], [], []))
+            g[0 if positive else 1].append(float(presence[r]))
+            g[2 if positive else 3].append(float(scores[r].max()))
             keep = scores[r] > threshold
             pred = masks[r][keep]
             pred = pred[pred.flatten(1).any(1)] if pred.shape[0] else pred
@@ -148,6 +160,11 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
         "presence_pos": float(np.mean(pres_pos)) if pres_pos else float("nan"),
         "presence_neg": float(np.mean(pres_neg)) if pres_neg else float("nan"),
         "score_auc": auc(score_pos, score_neg),
+        # the same phrase in different images: cannot be won by knowing which phrases are
+        # usually present, only by looking at the image
+        "phrase_presence_auc": _mean([auc(a, b) for a, b, _, _ in by_phrase.values() if a and b]),
+        "phrase_score_auc": _mean([auc(c, d) for _, _, c, d in by_phrase.values() if c and d]),
+        "phrases_both": sum(1 for a, b, _, _ in by_phrase.values() if a and b),
         "pmF1": pm, "IL_MCC": mcc, "cgF1": 100 * pm * mcc,
         "mask_recall_iou": float(np.mean(recall_ious)) if recall_ious else float("nan"),
     }
