@@ -131,27 +131,38 @@ class Sam3Detector(nn.Module):
           as aux_logits L x B x Q x 1, aux_boxes L x B x Q x 4, aux_presence L x B x 1.
         """
         prompt, prompt_padding = self.encode_prompt(image, text, boxes, box_labels, box_padding)
-        top = image.levels[-1]
-        h, w = top.shape[-2:]
-        memory_pos = image.pos[-1].flatten(2).transpose(1, 2)
-        memory = self.transformer.encoder(top.flatten(2).transpose(1, 2), memory_pos, prompt,
-                                          prompt_padding)
-        hs, boxes_all, presence = self.transformer.decoder(memory, memory_pos, (h, w), prompt,
+        memory, memory_pos, hw = self.fuse(image, prompt, prompt_padding)
+        hs, boxes_all, presence = self.transformer.decoder(memory, memory_pos, hw, prompt,
                                                            prompt_padding)
-        logits = self.dot_prod_scoring(hs, prompt, prompt_padding)
-        out = {
-            "pred_logits": logits[-1], "pred_boxes": boxes_all[-1],
-            "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes_all[-1]),
-            "presence_logit_dec": presence[-1], "queries": hs[-1],
-            "encoder_hidden_states": memory, "prompt": prompt, "prompt_padding": prompt_padding,
-            "aux_logits": logits, "aux_boxes": boxes_all, "aux_presence": presence,
-        }
+        out = self.decoder_outputs(hs, boxes_all, presence, memory, prompt, prompt_padding)
         if with_masks:
             out["pixel_embed"] = self.segmentation_head.pixel_embedding(
                 image.levels, memory, prompt, prompt_padding)
             masks, semantic = self.mask_logits(out["pixel_embed"], hs[-1])
             out["pred_masks"], out["semantic_seg"] = masks, semantic
         return out
+
+    def fuse(self, image: ImageFeatures, prompt: Tensor, prompt_padding: Tensor
+             ) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Fusion encoder on the lowest-resolution level: returns the fused image tokens
+        B x HW x C, their positions B x HW x C and the grid size (h, w)."""
+        top = image.levels[-1]
+        memory_pos = image.pos[-1].flatten(2).transpose(1, 2)
+        memory = self.transformer.encoder(top.flatten(2).transpose(1, 2), memory_pos, prompt,
+                                          prompt_padding)
+        return memory, memory_pos, (top.shape[-2], top.shape[-1])
+
+    def decoder_outputs(self, hs: Tensor, boxes_all: Tensor, presence: Tensor, memory: Tensor,
+                        prompt: Tensor, prompt_padding: Tensor) -> dict[str, Tensor]:
+        """Scores every decoder layer's queries and names the outputs (see forward_grounding)."""
+        logits = self.dot_prod_scoring(hs, prompt, prompt_padding)
+        return {
+            "pred_logits": logits[-1], "pred_boxes": boxes_all[-1],
+            "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes_all[-1]),
+            "presence_logit_dec": presence[-1], "queries": hs[-1],
+            "encoder_hidden_states": memory, "prompt": prompt, "prompt_padding": prompt_padding,
+            "aux_logits": logits, "aux_boxes": boxes_all, "aux_presence": presence,
+        }
 
     def mask_logits(self, pixel_embed: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         """pixel_embed B x C x H0 x W0, queries B x K x C -> (B x K x H0 x W0, B x 1 x H0 x W0)."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model.common import encode_query_box_sine
-from ..ops.boxes import box_cxcywh_to_xyxy, inverse_sigmoid
+from ..ops.boxes import inverse_sigmoid
 
 
 def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: Tensor,
@@ -117,23 +117,12 @@ def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | N
         image = image.select(image_index)
     text = model.encode_text(tokens)
     prompt, prompt_padding = model.encode_prompt(image, text, boxes, box_labels, box_padding)
-    top = image.levels[-1]
-    h, w = top.shape[-2:]
-    memory_pos = image.pos[-1].flatten(2).transpose(1, 2)
-    memory = model.transformer.encoder(top.flatten(2).transpose(1, 2), memory_pos, prompt,
-                                       prompt_padding)
+    memory, memory_pos, hw = model.fuse(image, prompt, prompt_padding)
     (hs, boxes_all, presence), (hs2, boxes2) = decoder_dac(
-        model.transformer.decoder, memory, memory_pos, (h, w), prompt, prompt_padding,
+        model.transformer.decoder, memory, memory_pos, hw, prompt, prompt_padding,
         o2m=dac, dn_refs=dn_refs)
-    logits = model.dot_prod_scoring(hs, prompt, prompt_padding)
     logits2 = model.dot_prod_scoring(hs2, prompt, prompt_padding)
-    out = {
-        "pred_logits": logits[-1], "pred_boxes": boxes_all[-1],
-        "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes_all[-1]),
-        "presence_logit_dec": presence[-1], "queries": hs[-1],
-        "encoder_hidden_states": memory, "prompt": prompt, "prompt_padding": prompt_padding,
-        "aux_logits": logits, "aux_boxes": boxes_all, "aux_presence": presence,
-    }
+    out = model.decoder_outputs(hs, boxes_all, presence, memory, prompt, prompt_padding)
     Q = hs.shape[2] if dac else 0
     if dac:
         out["o2m"] = {"aux_logits": logits2[:, :, :Q], "aux_boxes": boxes2[:, :, :Q]}
