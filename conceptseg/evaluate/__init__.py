@@ -38,7 +38,7 @@ from .saco import (
     evaluate_cgf1,
     score_threshold_sweep,
 )
-from .video import (VideoReport, evaluate_video, load_video_ground_truth,  # noqa: F401
+from .video import (VideoReport, evaluate_video, load_video_ground_truth,
                     load_video_predictions, track_json_to_ytvis, tracks_to_ytvis, write_video_report)
 
 __all__ = [
@@ -46,7 +46,8 @@ __all__ = [
     "load_ground_truth", "load_predictions", "saco_gold_paths", "PredictionWriter", "EvalInputError",
     "SacoReport", "ThresholdMetrics", "ImageLevelMetrics", "PhraseStats", "DatapointResult",
     "GroundTruth", "Datapoint", "Predictions", "Prediction", "IOU_THRESHOLDS", "COCO_STAT_NAMES",
-    "SACO_GOLD_SUBSETS",
+    "SACO_GOLD_SUBSETS", "VideoReport", "evaluate_video", "load_video_ground_truth",
+    "load_video_predictions", "track_json_to_ytvis", "tracks_to_ytvis", "write_video_report",
 ]
 
 
