@@ -386,3 +386,72 @@ def test_recognition_targets_cover_every_instance():
         # the row's positives are exactly its target boxes
         pos = batch["dn_boxes"][r][batch["dn_labels"][r] > 0.5]
         assert torch.allclose(pos.sort(0).values, batch["boxes"][r].sort(0).values)
+
+
+def test_exemplar_rows_target_the_boxed_kind():
+    from conceptseg.train.data import VISUAL_PROMPT, Collator, SyntheticStream
+
+    s = SyntheticStream(96, 4, 4, seed=3, exemplar_prob=1.0)
+    items = s.batch(0)
+    seen_visual = seen_text = False
+    for it in items:
+        for q in it["queries"]:
+            ex = q["exemplar"]
+            # the exemplar is one of the row's targets
+            assert torch.isclose(q["boxes"], ex).all(1).any()
+            if q["text"] == VISUAL_PROMPT:
+                seen_visual = True
+                assert q["presence"] == 1 and len(q["instance_ids"]) >= 1
+            else:
+                seen_text = True
+    assert seen_visual and seen_text
+    b = Collator((24, 24))(items)
+    assert b["exemplar_boxes"].shape == (len(b["texts"]), 1, 4)
+    assert not b["exemplar_padding"].any()
+
+
+def test_attribute_aux_loss_and_exemplars_train(tmp_path):
+    from conceptseg.train.loop import TrainConfig, train
+
+    c = TrainConfig(out=str(tmp_path / "x"), steps=2, batch_images=2, phrases_per_image=2,
+                    log_every=1, progress=False, threads=1, attr_aux=1.0, exemplars=0.5)
+    res = train(c, model_config="test", log=lambda *a: None)
+    assert res["step"] == 2 and np.isfinite(res["loss"])
+    state = torch.load(tmp_path / "x" / "train_state.pt", weights_only=False)
+    assert set(state["head"]) >= {"attr.shape.weight", "attr.color.weight"}
+
+
+def test_token_owners_and_attribute_loss():
+    from conceptseg.data.phrases import ATTRIBUTES, VALUES
+    from conceptseg.data.synthetic import make_scene
+    from conceptseg.train.data import attribute_indices, token_owners
+    from conceptseg.train.pretrain import AttributeHead
+
+    scene = make_scene(5, 224)
+    own = token_owners(scene.instances, 28)
+    assert own.shape == (28, 28) and (own >= 0).any() and (own == -1).any()
+    for k, inst in enumerate(scene.instances):  # a token owned by k lies mostly inside k
+        ys, xs = np.nonzero(own.numpy() == k)
+        for y, x in zip(ys, xs):
+            assert inst.mask[y * 8:(y + 1) * 8, x * 8:(x + 1) * 8].mean() >= 0.5
+    attrs = attribute_indices(scene.instances)
+    assert attrs.shape == (len(scene.instances), len(ATTRIBUTES))
+    head = AttributeHead(16)
+    feats = torch.randn(1, 16, 28, 28, requires_grad=True)
+    loss, acc = head.token_loss(feats, own[None], attrs)
+    assert np.isfinite(float(loss)) and set(acc) == {f"tok_acc_{a}" for a in ATTRIBUTES}
+    loss.backward()
+    assert feats.grad[0, :, own == -1].abs().sum() == 0  # unowned tokens get no gradient
+    # a head that reads the answer off the features gets every token right
+    with torch.no_grad():
+        for a in ATTRIBUTES:
+            head.attr[a].weight.zero_()
+            head.attr[a].bias.zero_()
+    onehot = torch.zeros(1, 16, 28, 28)
+    j = ATTRIBUTES.index("color")
+    for k in range(len(scene.instances)):
+        onehot[0, attrs[k, j], own == k] = 1.0
+    with torch.no_grad():
+        head.attr["color"].weight[:, :len(VALUES["color"])] = torch.eye(len(VALUES["color"]))
+    _, acc = head.token_loss(onehot, own[None], attrs)
+    assert acc["tok_acc_color"] == 1.0

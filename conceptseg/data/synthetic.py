@@ -57,14 +57,14 @@ __all__ = [
 class SceneConfig:
     # scene content
     min_objects: int = 3
-    max_objects: int = 8
+    max_objects: int = 6
     max_target_concepts: int = 3  # concepts instantiated several times (exhaustivity matters)
     max_copies: int = 3
     p_distractor: float = 0.7  # non-target objects: 1-2 attribute swaps of a target (else random)
     # geometry / occlusion
     supersample: int = 4
-    center_margin: float = 0.05  # object centres in [m, 1-m] of the image side (edges may clip)
-    min_visible_fraction: float = 0.3
+    center_margin: float = 0.1  # object centres in [m, 1-m] of the image side (edges may clip)
+    min_visible_fraction: float = 0.5
     min_visible_pixels: int = 30
     placement_tries: int = 20
     shading: bool = True

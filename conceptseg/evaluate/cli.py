@@ -68,9 +68,56 @@ def _synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
     return path
 
 
+def _heldout_subsets(gt, preds, iou_type: str, threshold: float) -> dict:
+    """Synthetic test splits (their ``info`` lists ``held_out_pairs``): metrics on the phrases
+    that name a held-out colour-shape pair (compositional generalisation) and on the others."""
+    from ..data.phrases import parse_phrase
+    from .io import restrict
+    from .saco import evaluate_cgf1
+
+    info = gt.coco[0].get("info", {}) if gt.coco and isinstance(gt.coco[0], dict) else {}
+    pairs = {tuple(p) for p in info.get("held_out_pairs") or []}
+    if not pairs:
+        return {}
+
+    def names_pair(dp) -> bool:
+        try:
+            q = parse_phrase(dp.text)
+        except ValueError:
+            return False
+        return (q.get("color"), q.get("shape")) in pairs
+
+    out = {}
+    for name, keep in (("held-out pairs", names_pair), ("other phrases", lambda d: not names_pair(d))):
+        sub = restrict(gt, keep)
+        if not sub.eval_ids:
+            continue
+        r = evaluate_cgf1(sub, preds, iou_type, threshold)
+        out[name] = {"cgF1": r.cgF1, "pmF1": r.pmF1, "IL_MCC": r.IL_MCC,
+                     "num_evaluated": len(sub.eval_ids), "num_positive": r.counts["num_positive"]}
+    return out
+
+
 def cmd_eval(args) -> int:
     from . import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
 
+    if getattr(args, "exemplars", False):
+        from ..build import load
+        from .exemplar import evaluate_exemplars
+
+        spec = args.data or "synthetic:50"
+        _, _, n = spec.partition(":")
+        if not spec.startswith("synthetic") or (n and not n.isdigit()):
+            raise InputError("--exemplars runs on the synthetic test split: --data synthetic[:N]")
+        res = evaluate_exemplars(load(args.model or None), int(n or 50), args.out,
+                                 threshold=args.threshold)
+        for kind in ("exemplar", "text"):
+            r = res[kind]
+            print(f"{kind:8s} prompt: pmF1 {r['pmF1']:.4f} (IoU 0.5: {r['pmF1_50']:.4f}), recall of "
+                  f"the other instances {r['other_instance_recall_50']:.3f}")
+        print(f"{res['num_groups']} instance groups ({res['num_groups_with_others']} with more than "
+              f"one instance); {Path(args.out) / 'exemplars.json'}")
+        return 0
     if getattr(args, "video", False):
         from .video_cli import cmd_eval_video
 
@@ -109,6 +156,14 @@ def cmd_eval(args) -> int:
         os.replace(tmp, out / "coco_ap.json")
     print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
           f"({args.iou_type}, {report.counts.get('num_datapoints', '?')} datapoints)")
+    subsets = _heldout_subsets(gt, preds, args.iou_type, args.threshold)
+    if subsets:
+        tmp = out / ".subsets.json.tmp"
+        tmp.write_text(json.dumps(subsets, indent=1))
+        os.replace(tmp, out / "subsets.json")
+        for name, r in subsets.items():
+            print(f"  {name}: cgF1 {r['cgF1']:.2f}  pmF1 {r['pmF1']:.4f}  IL_MCC {r['IL_MCC']:.4f}  "
+                  f"({r['num_evaluated']} datapoints, {r['num_positive']} positive)")
     if stats:
         print(f"COCO AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
     print(f"report: {paths['markdown']} (+ JSON and plots in {out}/)")
@@ -130,6 +185,9 @@ def register(sub) -> None:
     e.add_argument("--dump-threshold", type=float, default=0.05,
                    help="lowest score written to the predictions (for PR curves, calibration)")
     e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    e.add_argument("--exemplars", action="store_true",
+                   help="measure exemplar prompting (one box on one instance finds the others) "
+                        "on the synthetic test split (--data synthetic:N, --model)")
     e.add_argument("--video", action="store_true",
                    help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
                         "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s)")

@@ -20,9 +20,9 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Real
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from ._rle import RLEError, check_rle, to_compressed_rle
 
@@ -34,6 +34,7 @@ __all__ = [
     "Predictions",
     "SACO_GOLD_SUBSETS",
     "saco_gold_paths",
+    "restrict",
     "load_json",
     "load_ground_truth",
     "load_predictions",
@@ -292,6 +293,13 @@ def load_ground_truth(
         i for i, d in datapoints.items() if not exhaustive_only or (d.is_instance_exhaustive and i not in excluded)
     ]
     return GroundTruth(datapoints, per_annot, eval_ids, raws, names, rescaled)
+
+
+def restrict(gt: GroundTruth, keep: Callable[[Datapoint], bool]) -> GroundTruth:
+    """The same ground truth scoring only the datapoints for which ``keep`` is true (e.g. the
+    phrases that name a held-out colour-shape pair of the synthetic test split)."""
+    ids = [i for i in gt.eval_ids if keep(gt.datapoints[i])]
+    return replace(gt, eval_ids=ids)
 
 
 # --------------------------------------------------------------------------- predictions

@@ -55,6 +55,12 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--dn", action="store_true",
                    help="recognition queries: one per instance at its jittered box, trained to "
                         "say whether it matches the phrase (synthetic data)")
+    t.add_argument("--exemplars", type=float, default=0.0, metavar="P",
+                   help="synthetic data: share of rows prompted with an exemplar box (half of them "
+                        "exemplar-only, text 'visual'), so exemplar prompting is trained")
+    t.add_argument("--attr-aux", type=float, default=0.0, metavar="W",
+                   help="synthetic data: weight of a per-token attribute classification loss on "
+                        "the ViT output (keeps teaching shapes while the detector trains)")
     t.add_argument("--loss", metavar="k=v,...", default="",
                    help="loss weights, e.g. presence=5,sem_bce=2 (see conceptseg.train.losses)")
     t.add_argument("--seed", type=int, default=0)
@@ -96,7 +102,7 @@ def config_from_args(args):
         phrases_per_image=args.phrases_per_image, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, clip=args.clip, bf16=args.bf16, freeze=args.freeze,
-        curriculum=args.curriculum, dac=args.dac, dn=args.dn, seed=args.seed,
+        curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux, exemplars=args.exemplars, seed=args.seed,
         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
         log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
         threads=args.threads, device=args.device, progress=not args.no_progress, loss=weights)

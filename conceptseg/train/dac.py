@@ -11,8 +11,10 @@ one-to-one outputs are identical to ``model(...)`` (the o2m copy never influence
 result gains ``o2m = {"aux_logits", "aux_boxes"}``.
 
 The same self-attention-free group also carries *recognition queries* (DN-DETR style
-denoising queries, ``dn_refs``): one per instance of the image, with zero content and its
-reference box at the instance's (jittered) box. Their targets are the instance's box and
+denoising queries, ``dn_refs``): one per instance of the image, with its reference box at the
+instance's (jittered) box and, as content, the mean of the fused image tokens inside that box
+(so the query holds the object's features from the first step, before attention has learned to
+localise). Their targets are the instance's box and
 "does this instance match the phrase". This teaches the phrase-object matching of the
 dot-product scorer (a bilinear query x phrase term) directly, while the ordinary queries are
 still learning to localise: without it, a model trained from scratch learns where objects are
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model.common import encode_query_box_sine
-from ..ops.boxes import inverse_sigmoid
+from ..ops.boxes import box_cxcywh_to_xyxy, inverse_sigmoid
 
 
 def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: Tensor,
@@ -48,11 +50,28 @@ def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: 
     return x[:, :n], x[:, n:]
 
 
+def box_pool(memory: Tensor, boxes: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Mean of the memory tokens (B x HW x C on an h x w grid) whose cell centres fall in each
+    box (B x K x 4 cxcywh in [0, 1]; at least the cell under the box centre) -> B x K x C."""
+    h, w = hw
+    ys = (torch.arange(h, device=memory.device, dtype=memory.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=memory.device, dtype=memory.dtype) + 0.5) / w
+    xyxy = box_cxcywh_to_xyxy(boxes)
+    iny = (ys[None, None] >= xyxy[..., 1:2]) & (ys[None, None] <= xyxy[..., 3:4])  # B x K x h
+    inx = (xs[None, None] >= xyxy[..., 0:1]) & (xs[None, None] <= xyxy[..., 2:3])  # B x K x w
+    cy = (boxes[..., 1] * h).long().clamp(0, h - 1)
+    cx = (boxes[..., 0] * w).long().clamp(0, w - 1)
+    iny = iny | (torch.arange(h, device=memory.device)[None, None] == cy[..., None])
+    inx = inx | (torch.arange(w, device=memory.device)[None, None] == cx[..., None])
+    wgt = (iny[..., :, None] & inx[..., None, :]).flatten(2).to(memory.dtype)  # B x K x HW
+    return torch.bmm(wgt / wgt.sum(-1, keepdim=True), memory)
+
+
 def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], prompt: Tensor,
                 prompt_padding: Tensor, o2m: bool = True, dn_refs: Tensor | None = None):
     """Mirror of DetrDecoder.forward with a second query group that skips self-attention:
-    a copy of the learned queries (``o2m``) and/or recognition queries with zero content placed
-    at ``dn_refs`` (B x K x 4 cxcywh in [0, 1]). Returns (hs, boxes, presence) of the ordinary
+    a copy of the learned queries (``o2m``) and/or recognition queries at ``dn_refs`` (B x K x 4
+    cxcywh in [0, 1]) whose content is the mean of the memory inside the box. Returns (hs, boxes, presence) of the ordinary
     queries and (hs, boxes) of the second group ([o2m copy; recognition queries])."""
     B = memory.shape[0]
     Q = dec.query_embed.weight.shape[0]
@@ -63,8 +82,9 @@ def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], pr
         x2s.append(x)
         ref2s.append(ref)
     if dn_refs is not None:
-        x2s.append(x.new_zeros(B, dn_refs.shape[1], x.shape[-1]))
-        ref2s.append(dn_refs.to(ref).clamp(1e-4, 1 - 1e-4))
+        dn_refs = dn_refs.to(ref).clamp(1e-4, 1 - 1e-4)
+        x2s.append(box_pool(memory, dn_refs, hw))
+        ref2s.append(dn_refs)
     x2, ref2 = torch.cat(x2s, 1), torch.cat(ref2s, 1)
     presence = dec.presence_token.weight[None].expand(B, 1, -1)
     hs, boxes, pres, hs2, boxes2 = [], [], [], [], []

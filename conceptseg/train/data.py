@@ -10,8 +10,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import Sam3Config
+from ..data.phrases import ATTRIBUTES, VALUES
 from ..data.synthetic import (SceneConfig, SyntheticConceptDataset, box_xyxy_to_cxcywh_norm,
                               derive_seed)
 from ..errors import InputError
@@ -66,8 +68,11 @@ class SyntheticStream:
     epoch_based = False
 
     def __init__(self, image_size: int, batch_images: int, phrases_per_image: int, seed: int = 0,
-                 curriculum: list[CurriculumStage] | None = None, scene: SceneConfig | None = None):
+                 curriculum: list[CurriculumStage] | None = None, scene: SceneConfig | None = None,
+                 token_grid: int | None = None, exemplar_prob: float = 0.0):
         self.image_size, self.batch_images = image_size, batch_images
+        self.exemplar_prob = exemplar_prob  # share of rows prompted with an exemplar box
+        self.token_grid = token_grid  # also label the ViT tokens with attributes (--attr-aux)
         self.phrases_per_image, self.seed = phrases_per_image, seed
         self.curriculum = curriculum or [CurriculumStage(0)]
         self.scene = scene or SceneConfig()
@@ -100,6 +105,12 @@ class SyntheticStream:
             H, W = scene.image.shape[:2]
             item["all_boxes"] = torch.from_numpy(
                 box_xyxy_to_cxcywh_norm([inst.box for inst in scene.instances], H, W))
+            if self.exemplar_prob > 0:
+                rng = np.random.default_rng(np.random.SeedSequence([self.seed, i, 13]))
+                add_exemplars(item, scene, rng, self.exemplar_prob)
+            if self.token_grid:
+                item["tok_owner"] = token_owners(scene.instances, self.token_grid)
+                item["inst_attrs"] = attribute_indices(scene.instances)
             out.append(item)
         return out
 
@@ -107,6 +118,57 @@ class SyntheticStream:
         st = self.stage(step)
         return {"images_seen": step * self.batch_images, "max_attributes": st.max_attributes,
                 "negatives": st.negative_mode}
+
+
+VISUAL_PROMPT = "visual"  # the official placeholder text of exemplar-only prompts
+
+
+def add_exemplars(item: dict, scene, rng: np.random.Generator, prob: float) -> None:
+    """Exemplar prompts, as SAM 3 trains them, for some rows of one image (in place):
+
+    * a positive phrase row gets one of its instances' boxes as a positive exemplar (the
+      targets stay the phrase's instances);
+    * or the row becomes exemplar-only: text ``"visual"`` and the box of a random instance;
+      its concept is then "the same kind of object", i.e. every instance with the same four
+      attributes as the boxed one (the engine knows them exactly).
+    """
+    H, W = scene.image.shape[:2]
+    for q in item["queries"]:
+        if rng.random() >= prob:
+            continue
+        if rng.random() < 0.5 and len(q["instance_ids"]):
+            j = int(q["instance_ids"][int(rng.integers(len(q["instance_ids"])))])
+        elif scene.instances:
+            j = int(rng.integers(len(scene.instances)))
+            a = scene.instances[j].attributes
+            ids = [k for k, inst in enumerate(scene.instances) if inst.attributes == a]
+            q["text"] = VISUAL_PROMPT
+            q["instance_ids"] = torch.tensor(ids, dtype=torch.long)
+            q["boxes"] = torch.from_numpy(
+                box_xyxy_to_cxcywh_norm([scene.instances[k].box for k in ids], H, W))
+            q["masks"] = torch.from_numpy(np.stack([scene.instances[k].mask for k in ids]))
+            q["presence"] = torch.tensor(1.0)
+        else:
+            continue
+        q["exemplar"] = torch.from_numpy(
+            box_xyxy_to_cxcywh_norm([scene.instances[j].box], H, W)).float().view(1, 4)
+
+
+def token_owners(instances, grid: int) -> torch.Tensor:
+    """grid x grid long: index of the instance covering at least half of each ViT token's
+    pixels (visible masks), -1 where none does."""
+    if not instances:
+        return torch.full((grid, grid), -1, dtype=torch.long)
+    cover = torch.stack([F.adaptive_avg_pool2d(torch.from_numpy(i.mask)[None, None].float(), grid)[0, 0]
+                         for i in instances])
+    best, arg = cover.max(0)
+    return torch.where(best >= 0.5, arg, torch.full_like(arg, -1))
+
+
+def attribute_indices(instances) -> torch.Tensor:
+    """K x len(ATTRIBUTES) long: each instance's value index per attribute."""
+    return torch.tensor([[VALUES[a].index(i.attributes[a]) for a in ATTRIBUTES] for i in instances],
+                        dtype=torch.long).reshape(len(instances), len(ATTRIBUTES))
 
 
 class CocoStream:
@@ -182,6 +244,21 @@ class Collator:
             "masks": masks,
             "presence": torch.tensor(presence),
         }
+        ex = [q.get("exemplar") for it in items for q in it["queries"]]
+        if any(e is not None for e in ex):
+            # one positive exemplar box per row at most; rows without one are padding
+            out["exemplar_boxes"] = torch.stack([e if e is not None else torch.zeros(1, 4) for e in ex])
+            out["exemplar_padding"] = torch.tensor([[e is None] for e in ex])
+        if all("tok_owner" in it for it in items):
+            # per-token attribute labels of the ViT grid (indices into inst_attrs, or -1)
+            owners, attrs, n = [], [], 0
+            for it in items:
+                o = it["tok_owner"]
+                owners.append(torch.where(o >= 0, o + n, o))
+                attrs.append(it["inst_attrs"])
+                n += it["inst_attrs"].shape[0]
+            out["tok_owner"] = torch.stack(owners)
+            out["inst_attrs"] = torch.cat(attrs)
         if dn and len(dn) == len(texts):
             # recognition targets: every instance of the row's image, label 1 if it matches
             K = max(b.shape[0] for b, _ in dn)

@@ -78,6 +78,8 @@ class TrainConfig:
     curriculum: str | None = None
     dac: bool = False  # one-to-many DAC queries (needs loss.o2m_k > 0)
     dn: bool = False  # recognition queries at jittered boxes of every instance (synthetic data)
+    exemplars: float = 0.0  # share of synthetic rows prompted with an exemplar box
+    attr_aux: float = 0.0  # weight of per-token attribute classification on the ViT (synthetic)
     seed: int = 0
     checkpoint_every: int = 200
     snapshot_every: int = 0
@@ -277,7 +279,9 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
     S = mcfg.vision.image_size
     if cfg.data == "synthetic":
         stream = SyntheticStream(S, cfg.batch_images, cfg.phrases_per_image, cfg.seed,
-                                 parse_curriculum(cfg.curriculum))
+                                 parse_curriculum(cfg.curriculum),
+                                 token_grid=mcfg.vision.grid if cfg.attr_aux > 0 else None,
+                                 exemplar_prob=cfg.exemplars)
     else:
         if cfg.stage == "pretrain":
             raise InputError("--stage pretrain needs --data synthetic (it uses attribute labels)")
@@ -301,9 +305,21 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
 
         head = ContrastiveHead(mcfg.vision.width, mcfg.d_model).to(cfg.device)
         if state is not None and state.get("head") is not None:
-            head.load_state_dict(state["head"])
+            head.load_state_dict(state["head"], strict=False)  # older states lack new heads
     elif cfg.stage != "detect":
         raise InputError(f"unknown stage {cfg.stage!r}; use detect or pretrain")
+    trunk_out: list[torch.Tensor] = []
+    if cfg.stage == "detect" and cfg.attr_aux > 0:
+        if cfg.data != "synthetic":
+            raise InputError("--attr-aux needs --data synthetic (it uses attribute labels)")
+        from .pretrain import AttributeHead
+
+        head = AttributeHead(mcfg.vision.width).to(cfg.device)
+        if state is not None and state.get("head") is not None:
+            head.load_state_dict(state["head"])
+        # the detector's forward computes the trunk output once; keep it for the aux loss
+        model.backbone.vision_backbone.trunk.register_forward_hook(
+            lambda mod, inp, out: trunk_out.append(out))
     criterion = SetCriterion(cfg.loss)
     opt = build_optimizer(model, cfg, head)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.min_lr_ratio))
@@ -361,10 +377,21 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
                     from .dac import noisy_boxes
 
                     dn_refs = noisy_boxes(batch["dn_boxes"]).to(dev)
+                ex = {}
+                if "exemplar_boxes" in batch:
+                    ex = {"boxes": batch["exemplar_boxes"].to(dev),
+                          "box_padding": batch["exemplar_padding"].to(dev)}
                 with autocast:
                     outputs = train_forward(model, batch["images"].to(dev), batch["tokens"].to(dev),
-                                            batch["image_index"].to(dev), dac=dac, dn_refs=dn_refs)
+                                            batch["image_index"].to(dev), dac=dac, dn_refs=dn_refs,
+                                            **ex)
                 loss, comps = criterion(outputs, batch)
+                if trunk_out:
+                    aux, acc_ = head.token_loss(trunk_out.pop(), batch["tok_owner"].to(dev),
+                                                batch["inst_attrs"].to(dev))
+                    loss = loss + cfg.attr_aux * aux
+                    comps.update(acc_)
+                    trunk_out.clear()
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}")
             opt.zero_grad(set_to_none=True)
