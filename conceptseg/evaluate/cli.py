@@ -190,5 +190,9 @@ def register(sub) -> None:
                         "on the synthetic test split (--data synthetic:N, --model)")
     e.add_argument("--video", action="store_true",
                    help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
-                        "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s)")
+                        "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s); "
+                        "or --model (video checkpoint) and --data synthetic[:N] / annotations JSON")
+    e.add_argument("--frames", type=int, default=None,
+                   help="--video --data synthetic: frames per synthetic test video (default 12)")
+    e.add_argument("--device", default="cpu", help="--video --model: device to run the model on")
     e.set_defaults(func=cmd_eval)
