@@ -54,9 +54,10 @@ def _tracker_config(tracker_config, detector_config: Sam3Config):
     from .video.model import tracker_config_for
 
     if tracker_config is None:
-        # the full model pairs with the official tracker; smaller detectors with the unit-test
-        # tracker sizes (fixture: the fixture's tracker)
-        name = {"sam3": "sam3", "fixture": "fixture"}.get(detector_config.name, "test")
+        # the full model pairs with the official tracker, the tiny detector with the tiny
+        # tracker; other detectors with the unit-test tracker sizes (fixture: the fixture's)
+        name = {"sam3": "sam3", "fixture": "fixture", "tiny": "tiny"}.get(detector_config.name,
+                                                                          "test")
         return tracker_config_for(detector_config, get_tracker_config(name))
     if isinstance(tracker_config, str):
         return tracker_config_for(detector_config, get_tracker_config(tracker_config))

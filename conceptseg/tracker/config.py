@@ -1,9 +1,10 @@
 """Dataclass config of the SAM 3 tracker (the SAM 2 style memory tracker of the video model).
 
 Every size is a field. Presets: ``sam3`` (the official video model's ``tracker.*``), ``fixture``
-(the sizes of ``shared/reference/official_small``) and ``test`` (a tiny model for unit tests,
-sized so that transformers' ``Sam3TrackerVideoModel`` can mirror it: that port hard-codes a
-64-channel memory).
+(the sizes of ``shared/reference/official_small``), ``tiny`` (the CPU-trainable tracker paired
+with the shipped ``tiny`` detector, see conceptseg/train/TRACKER.md) and ``test`` (a tiny model
+for unit tests, sized so that transformers' ``Sam3TrackerVideoModel`` can mirror it: that port
+hard-codes a 64-channel memory).
 """
 
 from __future__ import annotations
@@ -120,9 +121,22 @@ def test_tracker_config() -> TrackerConfig:
         mask_interpol_size=128, sam_mlp_dim=256, iou_head_hidden_dim=64, name="test")
 
 
+def tiny_tracker_config() -> TrackerConfig:
+    """The tracker of the ``tiny`` video model, sized for CPU training (about 1 M parameters
+    with its neck): d_model 64 (the tiny detector's width, so the detector's neck can seed the
+    tracker neck), 32-d memory (object pointers split into 2 tokens), 2 one-head memory-attention
+    layers. Memories stay float32. Geometry (224 px, stride 8, 28 x 28 grid) comes from the
+    detector (:func:`conceptseg.video.model.tracker_config_for`)."""
+    return TrackerConfig(
+        image_size=224, backbone_stride=8, vit_dim=128, d_model=64, mem_dim=32, memory_layers=2,
+        memory_heads=1, memory_ffn_dim=256, mask_interpol_size=448, sam_mlp_dim=256,
+        iou_head_hidden_dim=64, num_maskmem=7, store_memory_bf16=False, name="tiny")
+
+
 TRACKER_PRESETS = {
     "sam3": sam3_tracker_config,
     "fixture": fixture_tracker_config,
+    "tiny": tiny_tracker_config,
     "test": test_tracker_config,
 }
 

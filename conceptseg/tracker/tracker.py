@@ -65,6 +65,10 @@ class SamOutput:
     obj_ptr: Tensor  # B x C object pointer (no_obj_ptr when the object is absent)
     object_score_logits: Tensor  # B x 1 (> 0: object present)
     high_res_masks: Tensor | None = None  # B x 1 x S x S, only for a mask prompt: 20 m - 10
+    # B x K x 4g x 4g the decoder's logits before absent objects are overwritten with
+    # NO_OBJ_SCORE (training: mask losses keep a gradient when the object score is wrong);
+    # None for a mask used as output
+    raw_multimasks: Tensor | None = None
 
     @property
     def iou_score(self) -> Tensor:
@@ -247,7 +251,8 @@ class Tracker(nn.Module):
                 token = dec.tokens[rows, best]
         lam = present.to(token.dtype)
         ptr = lam * self.obj_ptr_proj(token) + (1 - lam) * self.no_obj_ptr
-        return SamOutput(multimasks, dec.ious, masks, ptr, dec.object_score_logits)
+        return SamOutput(multimasks, dec.ious, masks, ptr, dec.object_score_logits,
+                         raw_multimasks=dec.masks)
 
     def mask_as_output(self, features: TrackerFeatures, mask: Tensor) -> SamOutput:
         """A mask prompt (new object, detector re-seeding) used directly as the output: logits

@@ -7,6 +7,8 @@ Examples::
         --curriculum 0:1:easy,3000:2:mixed,10000:4:mixed
     conceptseg train --init sam3.pt --data ann.json --images imgs/ --epochs 5 --freeze vision,text
     conceptseg train ... --resume       # continue the run in --out from its last checkpoint
+    conceptseg train --stage tracker --init runs/tiny/model.safetensors --steps 3000 \
+        --out runs/tiny-tracker             # the video tracker, detector frozen (TRACKER.md)
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="model preset (tiny, fixture, test, sam3) or config JSON; "
                                     "with --init: only needed for checkpoints of custom size")
     t.add_argument("--init", help="initial weights, any layout (official sam3.pt, HF, ours)")
-    t.add_argument("--stage", choices=["detect", "pretrain"], default="detect",
-                   help="detect: concept segmentation; pretrain: contrastive vision-text alignment")
+    t.add_argument("--stage", choices=["detect", "pretrain", "tracker"], default="detect",
+                   help="detect: concept segmentation; pretrain: contrastive vision-text "
+                        "alignment; tracker: the video tracker on synthetic clips (detector "
+                        "frozen; --init a detector or video checkpoint)")
     t.add_argument("--data", default="synthetic", help="'synthetic' or a COCO / SA-Co JSON file")
     t.add_argument("--images", help="image folder of a COCO JSON (default: the JSON's folder)")
     t.add_argument("--skip-bad", action="store_true",
@@ -78,6 +82,17 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                    help="continue from RUN/train_state.pt (starts fresh if there is none)")
 
 
+def add_tracker_arguments(t: argparse.ArgumentParser) -> None:
+    g = t.add_argument_group("--stage tracker (see conceptseg/train/TRACKER.md)")
+    g.add_argument("--clips", type=int, default=4, help="synthetic clips per step")
+    g.add_argument("--frames", type=int, default=5, help="frames per clip (frame 0 prompted)")
+    g.add_argument("--max-objects", type=int, default=2, help="objects tracked per clip (1..N)")
+    g.add_argument("--tracker-config", help="tracker preset for a fresh tracker (default: the "
+                                            "one paired with the detector's preset)")
+    g.add_argument("--correct-prob", type=float, default=0.25,
+                   help="chance per step that one tracked frame gets a corrective click")
+
+
 def config_from_args(args):
     from .losses import LossWeights
     from .loop import TrainConfig
@@ -109,6 +124,10 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
+    if args.stage == "tracker":
+        from .tracker import cmd_train_tracker
+
+        return cmd_train_tracker(args)
     from .loop import train
 
     cfg = config_from_args(args)
@@ -126,4 +145,5 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("train", help="train or fine-tune on synthetic or COCO/SA-Co data",
                               description=__doc__.splitlines()[0])
     add_arguments(t)
+    add_tracker_arguments(t)
     t.set_defaults(func=cmd_train)

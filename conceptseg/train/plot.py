@@ -1,0 +1,106 @@
+"""Learning curves of a training run: ``python -m conceptseg.train.plot RUN [RUN...] --out curve.png``.
+
+Reads ``RUN/metrics.jsonl`` (loss lines every ``--log-every`` steps, quick evaluations every
+``--eval-every`` steps) and draws, against the step: the total loss, the matched-query box IoU
+and presence gap (training batches, smoothed), and the quick evaluation's cgF1 / presence AUC on
+held-out scenes. Several runs (e.g. the pretraining then the detection stage) are drawn one
+after the other on the same step axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_metrics", "plot_runs"]
+
+
+def read_metrics(run: str | Path) -> tuple[list[dict], list[dict]]:
+    """(training log lines, evaluation lines) of a run directory."""
+    train, evals = [], []
+    for line in (Path(run) / "metrics.jsonl").read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a torn last line of a killed run
+            continue
+        (evals if "eval" in rec else train).append(rec)
+    return train, evals
+
+
+def _smooth(y: np.ndarray, k: int) -> np.ndarray:
+    if len(y) < k or k <= 1:
+        return y
+    return np.convolve(y, np.ones(k) / k, mode="valid")
+
+
+def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    offset = 0
+    for run in runs:
+        train, evals = read_metrics(run)
+        if not train:
+            continue
+        name = Path(run).name
+        steps = np.array([r["step"] for r in train]) + offset
+        k = min(smooth, max(1, len(train) // 5))
+        cut = lambda y: (steps[k - 1:] if len(y) >= k and k > 1 else steps, _smooth(y, k))  # noqa: E731
+        axes[0].plot(*cut(np.array([r["loss"] for r in train])), label=f"{name} loss")
+        if "matched_iou" in train[0]:
+            axes[1].plot(*cut(np.array([r.get("matched_iou", np.nan) for r in train])),
+                         label=f"{name} matched box IoU")
+            axes[1].plot(*cut(np.array([r.get("pres_gap", np.nan) for r in train])),
+                         label=f"{name} presence logit gap (pos - neg)")
+        for key in ("top1", "tok_acc_shape", "tok_acc_color"):
+            if key in train[0]:
+                axes[1].plot(*cut(np.array([r.get(key, np.nan) for r in train])),
+                             label=f"{name} {key}")
+        if evals:
+            es = np.array([e["step"] for e in evals]) + offset
+            for split, key, label in (("eval", "cgF1", "cgF1 (held-out scenes)"),
+                                      ("eval_test", "cgF1", "cgF1 (held-out pairs split)")):
+                axes[2].plot(es, [e[split][key] for e in evals], "o-", label=f"{name} {label}")
+            ax2 = axes[2].twinx()
+            ax2.plot(es, [e["eval"]["presence_auc"] for e in evals], "s--", color="gray",
+                     label="presence AUC")
+            ax2.set_ylim(0.4, 1.0)
+            ax2.set_ylabel("presence AUC (dashed)")
+        offset = int(steps[-1])
+    axes[0].set_title("training loss (all terms, smoothed)")
+    axes[1].set_title("training batches")
+    axes[2].set_title("quick evaluation on held-out scenes")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run directories, in training order")
+    p.add_argument("--out", default="learning_curve.png")
+    p.add_argument("--smooth", type=int, default=10, help="moving average over log lines")
+    a = p.parse_args(argv)
+    print(plot_runs(a.runs, a.out, a.smooth))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
