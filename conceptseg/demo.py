@@ -27,7 +27,10 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
     pred = ImagePredictor(model)
     prompts = json.loads((examples_dir() / "prompts.json").read_text())
     written, summary = [], {}
+    videos = {k: v for k, v in prompts.items() if Path(k).suffix.lower() in VIDEO_SUFFIXES}
     for name, texts in prompts.items():
+        if name in videos:
+            continue
         t = time.perf_counter()
         rgb = load_image(examples_dir() / name)
         results = pred.set_image(rgb).predict(text=texts, threshold=threshold)
@@ -47,10 +50,45 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
         summary[name] = [r.to_json() for r in results]
         found = ", ".join(f"{r.text!r}: {len(r)}" for r in results)
         print(f"{name} ({dt:.2f} s for {len(texts)} prompts): {found}")
+    if videos:
+        written += _run_video_demo(videos, out, checkpoint)
     js = out / "results.json"
     atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps(summary)))
     written.append(js)
     print(f"\nwrote {len(written)} files to {out.resolve()}/ (overlays *_all.png, results.json)")
+    return written
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
+
+
+def _run_video_demo(videos: dict[str, list[str]], out: Path, checkpoint: str | None) -> list[Path]:
+    """Track each clip's prompts with the video model (detector + tracker); overlay mp4 + JSON
+    per prompt. Skipped with a note when PyAV is missing or the checkpoint has no tracker."""
+    from .build import load_video_model
+    from .checkpoint import CheckpointError
+    from .track_cli import run_track
+
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        print("video demo skipped: PyAV is not installed (pip install 'conceptseg[video]')")
+        return []
+    try:
+        model = load_video_model(checkpoint)
+    except CheckpointError as e:
+        print(f"video demo skipped: {e}")
+        return []
+    written = []
+    for name, texts in videos.items():
+        stem = Path(name).stem
+        for text in texts:
+            slug = text.replace(" ", "_")
+            t = time.perf_counter()
+            mp4, js = out / f"{stem}_{slug}.mp4", out / f"{stem}_{slug}.json"
+            run_track(model, examples_dir() / name, text, out=mp4, json_path=js)
+            print(f"  ({time.perf_counter() - t:.1f} s)")
+            written += [mp4, js]
     return written
 
 

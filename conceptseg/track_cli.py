@@ -49,12 +49,8 @@ def _load_video_model(args):
 
 
 def cmd_track(args) -> int:
-    from tqdm import tqdm
-
     from .inference.image import validate_text
-    from .inference.video import VideoSession
     from .video.io import open_video
-    from .video.writer import draw_overlay, write_overlay_video
 
     # everything cheap first, before loading a (possibly multi-GB) model
     text = validate_text(args.text)
@@ -67,41 +63,52 @@ def cmd_track(args) -> int:
         if not 0 <= args.frame < n:
             raise InputError(f"--frame {args.frame} is out of range: the video has {n} frames")
     model = _load_video_model(args)
-    with VideoSession(model, args.video, precision=args.precision) as session:
-        first = session.add_text(text, frame=args.frame)
-        direction = "both" if args.frame > 0 else "forward"
-        forward = n - args.frame
-        if args.max_frames is not None:
-            forward = min(args.max_frames, forward)
-        backward = 0 if args.frame == 0 else (
-            args.frame if args.max_frames is None else min(args.max_frames, args.frame))
+    run_track(model, args.video, text, frame=args.frame, max_frames=args.max_frames,
+              out=args.out, json_path=args.json, precision=args.precision)
+    return 0
+
+
+def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None = None,
+              out=None, json_path=None, precision: str = "fp32") -> dict:
+    """Track ``text`` in ``video`` with a loaded video model; write the overlay mp4 and / or the
+    masklet JSON (atomically). Returns the JSON document (ids, per-frame RLE masks)."""
+    from tqdm import tqdm
+
+    from .inference.video import VideoSession
+    from .video.writer import draw_overlay, write_overlay_video
+
+    with VideoSession(model, video, precision=precision) as session:
+        n = len(session.source)
+        first = session.add_text(text, frame=frame)
+        direction = "both" if frame > 0 else "forward"
+        forward = n - frame if max_frames is None else min(max_frames, n - frame)
+        backward = 0 if frame == 0 else (frame if max_frames is None else min(max_frames, frame))
         with tqdm(total=forward + backward, desc="tracking", unit="frame", file=sys.stderr,
                   disable=None) as bar:
-            for _ in session.propagate(direction, start=args.frame, max_frames=args.max_frames):
+            for _ in session.propagate(direction, start=frame, max_frames=max_frames):
                 bar.update(1)
         results = session.results()
         ids = results.obj_ids
-        print(f"{text!r}: {len(first)} instance(s) on frame {args.frame}; {len(ids)} object(s) "
+        print(f"{text!r}: {len(first)} instance(s) on frame {frame}; {len(ids)} object(s) "
               f"tracked over {len(results)} frame(s)" + (f", ids {ids}" if ids else ""))
-        if args.json:
-            doc = {"video": str(args.video), "text": text, "prompt_frame": args.frame,
-                   "num_frames": n, "fps": session.source.fps, **results.to_json()}
-            _write(args.json, lambda t: Path(t).write_text(json.dumps(doc)))
-            print(f"json written to {args.json}")
-        if args.out:
+        doc = {"video": str(video), "text": text, "prompt_frame": frame,
+               "num_frames": n, "fps": session.source.fps, **results.to_json()}
+        if json_path:
+            _write(json_path, lambda t: Path(t).write_text(json.dumps(doc)))
+            print(f"json written to {json_path}")
+        if out:
             def frames():
                 for t in range(n):
-                    frame = session.source[t]
+                    img = session.source[t]
                     if t in results:
                         r = results[t]
                         if len(r):
-                            frame = draw_overlay(frame, r.masks, r.obj_ids.tolist())
-                    yield frame
+                            img = draw_overlay(img, r.masks, r.obj_ids.tolist())
+                    yield img
 
-            _write(args.out, None, lambda: write_overlay_video(args.out, frames(),
-                                                               session.source.fps))
-            print(f"overlay written to {args.out}")
-    return 0
+            _write(out, None, lambda: write_overlay_video(out, frames(), session.source.fps))
+            print(f"overlay written to {out}")
+    return doc
 
 
 def _write(path, write, writer=None) -> None:

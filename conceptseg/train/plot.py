@@ -19,14 +19,18 @@ __all__ = ["read_metrics", "plot_runs"]
 
 
 def read_metrics(run: str | Path) -> tuple[list[dict], list[dict]]:
-    """(training log lines, evaluation lines) of a run directory."""
+    """(training log lines, evaluation lines) of a run directory, steps increasing."""
     train, evals = [], []
     for line in (Path(run) / "metrics.jsonl").read_text().splitlines():
         try:
             rec = json.loads(line)
         except ValueError:  # a torn last line of a killed run
             continue
-        (evals if "eval" in rec else train).append(rec)
+        lst = evals if "eval" in rec else train
+        # a run resumed from an earlier checkpoint logs those steps again: keep the newest
+        while lst and lst[-1].get("step", -1) >= rec.get("step", 0):
+            lst.pop()
+        lst.append(rec)
     return train, evals
 
 

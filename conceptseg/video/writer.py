@@ -101,6 +101,9 @@ def write_overlay_video(path: PathLike, frames: Iterable[np.ndarray], fps: float
             container.mux(packet)
         container.close()
         container = None
+        from ..atomic import _umask
+
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
         os.replace(tmp, path)
         return path
     except BaseException:
