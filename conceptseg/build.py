@@ -107,12 +107,13 @@ def load_video_model(path: str | os.PathLike | None = None, *,
     return _load(path, config=config, tracker_config=tracker_config, device=device)
 
 
-def save_video_checkpoint(model, path: str | os.PathLike, layout: str = "ours") -> Path:
+def save_video_checkpoint(model, path: str | os.PathLike, layout: str = "ours",
+                          half: bool = False) -> Path:
     """Write a video model: ``ours`` (safetensors, configs in the metadata; also loads as an
     image model with :func:`load`) or ``official`` (the ``sam3.pt`` key layout)."""
     from .video.checkpoint import save_video_checkpoint as _save
 
-    return _save(model, path, layout)
+    return _save(model, path, layout, half=half)
 
 
 __all__ = ["build_model", "load", "PRESETS", "default_weights_path", "build_video_model",

@@ -138,3 +138,32 @@ def test_cli_tracker_stage(tmp_path, capsys):
     assert main(["train", "--stage", "tracker", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 3 and "Traceback" not in err
+
+
+def test_ship_assembles_detector_and_tracker(tmp_path):
+    import torch
+
+    from conceptseg.build import build_video_model, load_video_model, save_video_checkpoint
+    from conceptseg.errors import InputError
+    from conceptseg.train.loop import save_weights
+    from conceptseg.train.ship import assemble
+
+    video = build_video_model("test", seed=0)
+    tracker_ckpt = save_video_checkpoint(video, tmp_path / "tracker.safetensors")
+    det = build_video_model("test", seed=0).detector
+    with torch.no_grad():  # the detector trained on (trunk frozen): heads changed
+        det.transformer.decoder.query_embed.weight.add_(1.0)
+    save_weights(det, tmp_path / "det.safetensors")
+    out, diff = assemble(str(tmp_path / "det.safetensors"), str(tracker_ckpt),
+                         str(tmp_path / "ship.safetensors"), half=False)
+    assert diff == 0
+    got = load_video_model(out)
+    assert torch.equal(got.detector.transformer.decoder.query_embed.weight,
+                       det.transformer.decoder.query_embed.weight)
+    for k, v in video.tracker.state_dict().items():
+        assert torch.equal(got.tracker.state_dict()[k], v), k
+    with torch.no_grad():  # another trunk: the tracker would read features it never saw
+        det.backbone.vision_backbone.trunk.patch_embed.proj.weight.add_(0.1)
+    save_weights(det, tmp_path / "det2.safetensors")
+    with pytest.raises(InputError, match="trunks differ"):
+        assemble(str(tmp_path / "det2.safetensors"), str(tracker_ckpt), str(tmp_path / "x.safetensors"))

@@ -217,12 +217,14 @@ def video_state_dict(model: VideoModel, layout: str = "ours") -> dict[str, Tenso
 
 
 def save_video_checkpoint(model: VideoModel, path: str | os.PathLike,
-                          layout: str = "ours") -> Path:
+                          layout: str = "ours", half: bool = False) -> Path:
     """Write a video model atomically: ``ours`` (safetensors with both configs, readable as an
     image checkpoint too) or ``official`` (``torch.save({"model": ...})`` in the ``sam3.pt``
-    naming)."""
+    naming). ``half`` stores float32 tensors as float16 (loading casts them back)."""
     sd = {k: v.detach().cpu().contiguous().clone()
           for k, v in video_state_dict(model, layout).items()}
+    if half:
+        sd = {k: v.half() if v.dtype == torch.float32 else v for k, v in sd.items()}
     if layout == "ours":
         from safetensors.torch import save_file
 
