@@ -455,3 +455,17 @@ def test_token_owners_and_attribute_loss():
         head.attr["color"].weight[:, :len(VALUES["color"])] = torch.eye(len(VALUES["color"]))
     _, acc = head.token_loss(onehot, own[None], attrs)
     assert acc["tok_acc_color"] == 1.0
+
+
+def test_stop_at_then_resume_equals_one_run(tmp_path):
+    from conceptseg.train.loop import TrainConfig, train
+
+    def cfg(out, stop=None):
+        return TrainConfig(out=str(out), steps=4, batch_images=2, phrases_per_image=2,
+                           checkpoint_every=10, log_every=1, progress=False, lr=1e-3, warmup=1,
+                           threads=1, stop_at=stop)
+    quiet = lambda *a: None  # noqa: E731
+    train(cfg(tmp_path / "a"), model_config="test", log=quiet)
+    assert train(cfg(tmp_path / "b", stop=2), model_config="test", log=quiet)["step"] == 2
+    assert train(cfg(tmp_path / "b"), model_config="test", resume=True, log=quiet)["step"] == 4
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))

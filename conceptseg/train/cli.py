@@ -59,6 +59,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--dn", action="store_true",
                    help="recognition queries: one per instance at its jittered box, trained to "
                         "say whether it matches the phrase (synthetic data)")
+    t.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="end this run at STEP (checkpointed) while the learning-rate schedule "
+                        "still spans --steps; resume later with --resume")
     t.add_argument("--exemplars", type=float, default=0.0, metavar="P",
                    help="synthetic data: share of rows prompted with an exemplar box (half of them "
                         "exemplar-only, text 'visual'), so exemplar prompting is trained")
@@ -117,7 +120,8 @@ def config_from_args(args):
         phrases_per_image=args.phrases_per_image, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, clip=args.clip, bf16=args.bf16, freeze=args.freeze,
-        curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux, exemplars=args.exemplars, seed=args.seed,
+        curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux, exemplars=args.exemplars,
+        stop_at=args.stop_at, seed=args.seed,
         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
         log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
         threads=args.threads, device=args.device, progress=not args.no_progress, loss=weights)

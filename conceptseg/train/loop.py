@@ -79,6 +79,7 @@ class TrainConfig:
     dac: bool = False  # one-to-many DAC queries (needs loss.o2m_k > 0)
     dn: bool = False  # recognition queries at jittered boxes of every instance (synthetic data)
     exemplars: float = 0.0  # share of synthetic rows prompted with an exemplar box
+    stop_at: int | None = None  # end this invocation at this step (the schedule still uses steps)
     attr_aux: float = 0.0  # weight of per-token attribute classification on the ViT (synthetic)
     seed: int = 0
     checkpoint_every: int = 200
@@ -356,7 +357,8 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
                disable=not cfg.progress, file=sys.stderr, mininterval=2.0)
     dac = cfg.dac and cfg.loss.o2m_k > 0
     try:
-        while step < total:
+        end = total if cfg.stop_at is None else min(total, cfg.stop_at)
+        while step < end:
             t0 = time.time()
             if cfg.stage == "pretrain":
                 from .pretrain import pretrain_step
@@ -407,7 +409,7 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
             n_acc += 1
             t_acc += dt
             bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
+            if step % cfg.log_every == 0 or step == end:
                 rec = {k: v / n_acc for k, v in acc.items()}
                 rec.update(step=step, lr=opt.param_groups[0]["lr"], s_per_step=t_acc / n_acc,
                            time=time.time(), **stream.describe(step - 1))
@@ -421,7 +423,7 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
                 bar.set_postfix(show, refresh=False)
                 acc, n_acc, t_acc = {}, 0, 0.0
             epoch_end = getattr(stream, "epoch_based", False) and stream.is_epoch_end(step - 1)
-            if step % cfg.checkpoint_every == 0 or step == total or epoch_end:
+            if step % cfg.checkpoint_every == 0 or step == end or epoch_end:
                 checkpoint(step)
             if cfg.eval_every and cfg.stage == "detect" and step % cfg.eval_every == 0:
                 from .quick_eval import quick_eval
