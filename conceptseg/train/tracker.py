@@ -193,7 +193,8 @@ def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
                disable=not cfg.progress, file=sys.stderr, mininterval=2.0)
     metrics_f = open(out / "metrics.jsonl", "a")
     try:
-        while step < cfg.steps:
+        end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+        while step < end:
             t0 = time.time()
             torch.manual_seed(derive_seed(cfg.seed, step, 9))  # dropout: a function of the step
             rng = stream.rng(step)
@@ -213,7 +214,7 @@ def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
             n_acc += 1
             t_acc += time.time() - t0
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == end:
                 last = {k: v / cnt[k] for k, v in acc.items()}
                 last.update(step=step, lr=opt.param_groups[0]["lr"], s_per_step=t_acc / n_acc,
                             time=time.time(), **stream.describe(step - 1))
@@ -222,7 +223,7 @@ def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "track_iou", "obj_acc")},
                                 refresh=False)
                 acc, cnt, n_acc, t_acc = {}, {}, 0, 0.0
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == end:
                 checkpoint(step)
             if "step_end" in hooks:
                 hooks["step_end"](step, comps)
@@ -259,7 +260,8 @@ def cmd_train_tracker(args) -> int:
         except ValueError:
             raise InputError(f"--loss: bad value in {item!r}") from None
     cfg = TrackerTrainConfig(
-        **losses, out=args.out, steps=args.steps, clips=args.clips, frames=args.frames,
+        **losses, out=args.out, steps=args.steps, stop_at=args.stop_at, clips=args.clips,
+        frames=args.frames,
         max_objects=args.max_objects, correct_prob=args.correct_prob, lr=args.lr,
         warmup=args.warmup, min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
         clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,

@@ -48,6 +48,7 @@ class TrackerTrainConfig:
 
     out: str = "runs/tracker"
     steps: int = 1000
+    stop_at: int | None = None  # end this invocation at this step (the schedule spans steps)
     clips: int = 4  # clips per step
     frames: int = 5  # frames per clip (frame 0 prompted, the rest tracked)
     max_objects: int = 2  # objects tracked per clip (1..this, visible in frame 0)
