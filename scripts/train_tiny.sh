@@ -26,8 +26,9 @@ $CS train --init $R/tiny-pre/model.safetensors --steps 4000 --stop-at 300 \
   --checkpoint-every 100 --log-every 10 --out $R/tiny-a --no-progress --resume
 
 # 3 + 4 in parallel: detection with the ViT trunk frozen, and the tracker on that same trunk.
-#   Detection switched the focal loss's alpha from 0.25 to 0.5 at step 1,100: with 0.25 the
-#   positive queries' scores stayed under ~0.6 (under-confident for the 0.5 threshold).
+#   Detection switched the focal loss's alpha from 0.25 to 0.5 at step 1,100 and its gamma from
+#   2 to 0 (plain balanced BCE) at step 2,300: with focal weighting the positive queries' scores
+#   stayed under ~0.6, under-confident for the SA-Co threshold of 0.5.
 detect() {
   $CS train --init $R/tiny-a/model.safetensors --steps 3700 --batch-images 4 --phrases-per-image 4 \
     --lr 5e-4 --warmup 100 --freeze vision --weight-decay 0.05 --clip 0.1 \
@@ -35,7 +36,8 @@ detect() {
     --threads 2 --checkpoint-every 100 --snapshot-every 500 --eval-every 1000 --eval-images 24 \
     --log-every 10 --out $R/tiny-b --no-progress --resume "$@"
 }
-( detect --stop-at 1100 && detect --stop-at ${DETECT_STOP:-3700} --loss alpha=0.5 ) &
+( detect --stop-at 1100 && detect --stop-at 2300 --loss alpha=0.5 \
+  && detect --stop-at ${DETECT_STOP:-3700} --loss alpha=0.5,gamma=0 ) &
 DETECT=$!
 $CS train --stage tracker --init $R/tiny-a/model.safetensors --steps 1500 \
   --stop-at ${TRACKER_STOP:-1500} --clips 2 --frames 4 --max-objects 2 --lr 1e-3 --warmup 50 \
