@@ -86,7 +86,10 @@ def _run_video_demo(videos: dict[str, list[str]], out: Path, checkpoint: str | N
             slug = text.replace(" ", "_")
             t = time.perf_counter()
             mp4, js = out / f"{stem}_{slug}.mp4", out / f"{stem}_{slug}.json"
-            run_track(model, examples_dir() / name, text, out=mp4, json_path=js)
+            # the shipped model was trained on frames divided by 255: not the official cv2
+            # loader's behaviour (see conceptseg.video.preprocess)
+            run_track(model, examples_dir() / name, text, out=mp4, json_path=js,
+                      file_preprocessing="torchcodec")
             print(f"  ({time.perf_counter() - t:.1f} s)")
             written += [mp4, js]
     return written

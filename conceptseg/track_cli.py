@@ -32,6 +32,10 @@ def register(sub) -> None:
                    help="frames to process in each direction (default: all)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--file-preprocessing", choices=["cv2", "torchcodec"], default="cv2",
+                   help="video files: 'cv2' = the official default loader, which skips the /255 "
+                        "(upstream sam3#493, kept for parity); 'torchcodec' normalises properly "
+                        "(use it for models trained on normalised frames, like the shipped one)")
     t.set_defaults(func=cmd_track)
 
 
@@ -64,12 +68,14 @@ def cmd_track(args) -> int:
             raise InputError(f"--frame {args.frame} is out of range: the video has {n} frames")
     model = _load_video_model(args)
     run_track(model, args.video, text, frame=args.frame, max_frames=args.max_frames,
-              out=args.out, json_path=args.json, precision=args.precision)
+              out=args.out, json_path=args.json, precision=args.precision,
+              file_preprocessing=args.file_preprocessing)
     return 0
 
 
 def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None = None,
-              out=None, json_path=None, precision: str = "fp32") -> dict:
+              out=None, json_path=None, precision: str = "fp32",
+              file_preprocessing: str = "cv2") -> dict:
     """Track ``text`` in ``video`` with a loaded video model; write the overlay mp4 and / or the
     masklet JSON (atomically). Returns the JSON document (ids, per-frame RLE masks)."""
     from tqdm import tqdm
@@ -77,7 +83,8 @@ def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None
     from .inference.video import VideoSession
     from .video.writer import draw_overlay, write_overlay_video
 
-    with VideoSession(model, video, precision=precision) as session:
+    with VideoSession(model, video, precision=precision,
+                      file_preprocessing=file_preprocessing) as session:
         n = len(session.source)
         first = session.add_text(text, frame=frame)
         direction = "both" if frame > 0 else "forward"

@@ -40,7 +40,7 @@ detect() {
   && detect --stop-at ${DETECT_STOP:-3700} --loss alpha=0.5,gamma=0 ) &
 DETECT=$!
 $CS train --stage tracker --init $R/tiny-a/model.safetensors --steps 1500 \
-  --stop-at ${TRACKER_STOP:-1500} --clips 2 --frames 4 --max-objects 2 --lr 1e-3 --warmup 50 \
+  --stop-at ${TRACKER_STOP:-1150} --clips 2 --frames 4 --max-objects 2 --lr 1e-3 --warmup 50 \
   --clip 1.0 --weight-decay 0.05 --threads 1 --log-every 10 --checkpoint-every 50 \
   --out $R/tiny-tracker --no-progress --resume
 wait $DETECT

@@ -53,7 +53,8 @@ def _record_video(prompts: dict, frames: int = 8) -> dict:
         return {}
     name, text = clips[0], prompts[clips[0]][0]
     out = {}
-    with VideoSession(load_video_model(), examples_dir() / name) as s:
+    with VideoSession(load_video_model(), examples_dir() / name,
+                      file_preprocessing="torchcodec") as s:
         s.add_text(text, frame=0)
         for t, objs in s.propagate("forward", max_frames=frames):
             out[f"video|{name}|{text}|{t}"] = {
