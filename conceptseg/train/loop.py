@@ -224,6 +224,21 @@ def save_weights(model, path: Path, half: bool = False) -> Path:
     return save_checkpoint(sd, path, layout="ours", config=model.config)
 
 
+def optimizer_step(loss: torch.Tensor, opt, sched, params, clip: float, step: int) -> dict:
+    """Backward, optional grad-norm clipping, optimizer and scheduler step; a non-finite loss
+    stops the run. Returns {"grad_norm": ...} when clipping (the norm before clipping)."""
+    if not math.isfinite(float(loss.detach())):
+        raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    out = {}
+    if clip > 0:
+        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    opt.step()
+    sched.step()
+    return out
+
+
 # -- the loop ---------------------------------------------------------------------------------
 class _Stop(Exception):
     pass
@@ -394,14 +409,7 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
                     loss = loss + cfg.attr_aux * aux
                     comps.update(acc_)
                     trunk_out.clear()
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip > 0:
-                comps["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
-            opt.step()
-            sched.step()
+            comps.update(optimizer_step(loss, opt, sched, params, cfg.clip, step))
             step += 1
             dt = time.time() - t0
             for k, v in comps.items():

@@ -15,7 +15,6 @@ uninterrupted one (data, prompts and dropout are functions of the step).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from ..data.synthetic import derive_seed
 from ..errors import InputError
-from .loop import STATE, WEIGHTS, _atomic_save, lr_lambda
+from .loop import STATE, WEIGHTS, _atomic_save, lr_lambda, optimizer_step
 from .tracker_data import TrackerStream
 from .tracker_step import TrackerTrainConfig, evaluate_tracker, tracker_step
 
@@ -199,14 +198,7 @@ def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
             torch.manual_seed(derive_seed(cfg.seed, step, 9))  # dropout: a function of the step
             rng = stream.rng(step)
             loss, comps = tracker_step(model, stream.batch(step, rng), rng, cfg)
-            if not math.isfinite(comps["loss"]):
-                raise FloatingPointError(f"loss is {comps['loss']} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip > 0:
-                comps["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
-            opt.step()
-            sched.step()
+            comps.update(optimizer_step(loss, opt, sched, params, cfg.clip, step))
             step += 1
             for k, v in comps.items():  # some keys (prompt_iou) are not in every step
                 acc[k] = acc.get(k, 0.0) + v
