@@ -4,7 +4,6 @@ dataset first (streamed and resumable), then score it. Writes report.json, summa
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -66,6 +65,12 @@ def _synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
     if not path.exists():
         write_coco(path.parent, num, seed=SYNTHETIC_TEST_SEED, image_size=image_size, split="test")
     return path
+
+
+def _write_json(path: Path, obj) -> None:
+    from ..atomic import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 
 def _heldout_subsets(gt, preds, iou_type: str, threshold: float) -> dict:
@@ -151,16 +156,12 @@ def cmd_eval(args) -> int:
     stats = {}
     if not args.no_coco:
         stats = coco_ap(gt_paths[0], str(pred_path), iou_type=args.iou_type)
-        tmp = out / ".coco_ap.json.tmp"
-        tmp.write_text(json.dumps(stats, indent=1))
-        os.replace(tmp, out / "coco_ap.json")
+        _write_json(out / "coco_ap.json", stats)
     print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
           f"({args.iou_type}, {report.counts.get('num_datapoints', '?')} datapoints)")
     subsets = _heldout_subsets(gt, preds, args.iou_type, args.threshold)
     if subsets:
-        tmp = out / ".subsets.json.tmp"
-        tmp.write_text(json.dumps(subsets, indent=1))
-        os.replace(tmp, out / "subsets.json")
+        _write_json(out / "subsets.json", subsets)
         for name, r in subsets.items():
             print(f"  {name}: cgF1 {r['cgF1']:.2f}  pmF1 {r['pmF1']:.4f}  IL_MCC {r['IL_MCC']:.4f}  "
                   f"({r['num_evaluated']} datapoints, {r['num_positive']} positive)")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
+
 __all__ = ["exemplar_groups", "evaluate_exemplars"]
 
 
@@ -124,9 +126,6 @@ def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | 
         out[kind] = {"pmF1": rep.pmF1, "pmF1_50": rep.pmF1_50,
                      "other_instance_recall_50": _other_recall(gt_json, ps, threshold),
                      "num_predictions_kept": rep.counts["num_predictions_kept"]}
-    path = Path(out_dir) / "exemplars.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(path)
+    atomic_write(Path(out_dir) / "exemplars.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1)))
     return out

@@ -87,13 +87,12 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path
             ax.legend(fontsize=7)
     axes[0].set_yscale("log")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    from ..atomic import atomic_write
+
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
