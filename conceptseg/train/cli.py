@@ -79,7 +79,12 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                    help="quick synthetic evaluation every N steps (logged to metrics.jsonl)")
     t.add_argument("--eval-images", type=int, default=48)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--workers", type=int, default=0,
+                   help="data processes rendering batches ahead of the training step (detect "
+                        "stage; use several on a GPU)")
+    t.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="checkpoint and stop after MIN minutes (resume later with --resume)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--resume", action="store_true",
                    help="continue from RUN/train_state.pt (starts fresh if there is none)")
@@ -124,7 +129,8 @@ def config_from_args(args):
         stop_at=args.stop_at, seed=args.seed,
         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
         log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
-        threads=args.threads, device=args.device, progress=not args.no_progress, loss=weights)
+        threads=args.threads, workers=args.workers, time_limit=args.time_limit,
+        device=args.device, progress=not args.no_progress, loss=weights)
 
 
 def cmd_train(args) -> int:

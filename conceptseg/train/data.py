@@ -272,5 +272,37 @@ class Collator:
         return out
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k = the collated batch of step ``start + k`` (a pure function of the step)."""
+
+    def __init__(self, stream, collate: Collator, start: int, end: int):
+        self.stream, self.collate, self.start, self.end = stream, collate, start, end
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.collate(self.stream.batch(self.start + k))
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # many workers x many threads would oversubscribe the cores
+
+
+def step_batches(stream, collate: Collator, start: int, end: int, workers: int = 0,
+                 pin_memory: bool = False):
+    """Iterate the batches of steps start..end-1 in order. ``workers`` > 0 renders them in that
+    many processes ahead of the training step (the GPU is otherwise starved by the synthetic
+    renderer); the batches are identical either way, since each is a function of its step."""
+    if workers <= 0:
+        return (collate(stream.batch(s)) for s in range(start, end))
+    return iter(torch.utils.data.DataLoader(
+        _StepBatches(stream, collate, start, end), batch_size=None, shuffle=False,
+        num_workers=workers, prefetch_factor=4, worker_init_fn=_one_thread, pin_memory=pin_memory,
+        # its own generator: the loader draws a worker seed, which must not shift the global
+        # RNG that the training step uses (DN box jitter), or workers would change the run
+        generator=torch.Generator().manual_seed(start)))
+
+
 def stream_seed(seed: int, name: str) -> int:
     return derive_seed(seed, sum(map(ord, name)))

@@ -88,6 +88,8 @@ class TrainConfig:
     eval_every: int = 0
     eval_images: int = 48
     threads: int = 2
+    workers: int = 0  # data processes rendering batches ahead (0: in the training process)
+    time_limit: float | None = None  # minutes: checkpoint and stop once this much time has passed
     device: str = "cpu"
     progress: bool = True
     loss: LossWeights = field(default_factory=LossWeights)
@@ -260,7 +262,8 @@ def train(cfg: TrainConfig, *, model_config: str | Sam3Config | None = None, ini
 def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log) -> dict:
     from tqdm import tqdm
 
-    from .data import CocoStream, Collator, SyntheticStream, mask_resolution, parse_curriculum
+    from .data import (CocoStream, Collator, SyntheticStream, mask_resolution, parse_curriculum,
+                       step_batches)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +289,9 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
         model.load_state_dict(state["model"])
     else:
         model = make_model(model_config, init, cfg.seed)
+    if torch.device(cfg.device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~fp32 quality, much faster
+        torch.backends.cudnn.allow_tf32 = True
     model = model.to(cfg.device).train()
     mcfg = model.config
     if cfg.freeze:
@@ -371,8 +377,13 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
     bar = tqdm(total=total, initial=step, desc=f"{cfg.stage} {out.name}", dynamic_ncols=True,
                disable=not cfg.progress, file=sys.stderr, mininterval=2.0)
     dac = cfg.dac and cfg.loss.o2m_k > 0
+    started = time.time()
     try:
         end = total if cfg.stop_at is None else min(total, cfg.stop_at)
+        batches = None
+        if cfg.stage == "detect":
+            batches = step_batches(stream, collate, step, end, cfg.workers,
+                                   pin_memory=torch.device(cfg.device).type == "cuda")
         while step < end:
             t0 = time.time()
             if cfg.stage == "pretrain":
@@ -387,7 +398,7 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
             else:
                 from .dac import train_forward
 
-                batch = collate(stream.batch(step))
+                batch = next(batches)
                 dev = cfg.device
                 dn_refs = None
                 if cfg.dn and "dn_boxes" in batch:
@@ -431,8 +442,14 @@ def _train(cfg: TrainConfig, model_config, init, resume: bool, hooks: dict, log)
                 bar.set_postfix(show, refresh=False)
                 acc, n_acc, t_acc = {}, 0, 0.0
             epoch_end = getattr(stream, "epoch_based", False) and stream.is_epoch_end(step - 1)
-            if step % cfg.checkpoint_every == 0 or step == end or epoch_end:
+            out_of_time = (cfg.time_limit is not None
+                           and time.time() - started >= 60 * cfg.time_limit)
+            if step % cfg.checkpoint_every == 0 or step == end or epoch_end or out_of_time:
                 checkpoint(step)
+            if out_of_time:
+                log(f"time limit of {cfg.time_limit:g} min reached at step {step}; checkpointed "
+                    f"(continue with --resume)")
+                break
             if cfg.eval_every and cfg.stage == "detect" and step % cfg.eval_every == 0:
                 from .quick_eval import quick_eval
 

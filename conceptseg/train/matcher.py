@@ -78,26 +78,46 @@ def hungarian_match(logits: Tensor, boxes: Tensor, tgt_boxes: Tensor,
     return assign(match_cost(logits, boxes, tgt_boxes, w))
 
 
+def _costs_to_host(costs: list[Tensor | None]) -> list[np.ndarray | None]:
+    """Move every row's cost matrix to the host in one copy: on a GPU, one synchronisation per
+    batch instead of one per row (the assignment itself runs on the CPU, in scipy)."""
+    live = [c.reshape(-1).float() for c in costs if c is not None]
+    if not live:
+        return [None] * len(costs)
+    flat = torch.cat(live).cpu().numpy()
+    out, k = [], 0
+    for c in costs:
+        if c is None:
+            out.append(None)
+            continue
+        n = c.numel()
+        out.append(flat[k:k + n].reshape(c.shape))
+        k += n
+    return out
+
+
 def match_batch(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[Tensor],
                 w: MatcherWeights = MatcherWeights()) -> list[tuple[Tensor, Tensor]]:
     """pred_logits B x Q x 1, pred_boxes B x Q x 4, tgt_boxes: B tensors (N_b x 4)."""
-    return [hungarian_match(pred_logits[b], pred_boxes[b], tgt_boxes[b], w)
-            for b in range(pred_boxes.shape[0])]
+    costs = [match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w) if tgt_boxes[b].shape[0]
+             else None for b in range(pred_boxes.shape[0])]
+    return [assign(c) if c is not None else _EMPTY for c in _costs_to_host(costs)]
 
 
 def match_one_to_many(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[Tensor], k: int,
                       w: MatcherWeights = MatcherWeights()) -> list[tuple[Tensor, Tensor]]:
     """Each target gets up to ``k`` distinct queries (fewer if the row runs out of queries).
     Returns per row (query_idx, target_idx) with target_idx in 0..N-1 (repeats allowed)."""
-    out = []
     Q = pred_boxes.shape[1]
-    for b in range(pred_boxes.shape[0]):
-        n = tgt_boxes[b].shape[0]
-        if n == 0:
+    costs = [match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w) if tgt_boxes[b].shape[0]
+             else None for b in range(pred_boxes.shape[0])]
+    out = []
+    for b, c in enumerate(_costs_to_host(costs)):
+        if c is None:
             out.append(_EMPTY)
             continue
+        n = c.shape[1]
         reps = max(1, min(k, Q // n))
-        cost = match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w).repeat(1, reps)
-        qi, ti = assign(cost)
+        qi, ti = assign(np.tile(c, (1, reps)))
         out.append((qi, ti % n))
     return out
