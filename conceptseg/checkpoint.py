@@ -223,6 +223,12 @@ def save_checkpoint(model_or_sd, path: str | os.PathLike, layout: Layout = "ours
         sd = model_or_sd.state_dict()
         config = config or model_or_sd.config
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    if layout != "ours" and config is not None and config.score_bias:
+        import warnings
+
+        warnings.warn(f"the {layout} layout has no place for score_bias={config.score_bias:g} "
+                      "(a calibration constant of our config): the written weights score "
+                      "without it", stacklevel=2)
     if layout == "ours":
         meta = {"format": OURS_FORMAT, "config": json.dumps(config.to_dict())}
         atomic_write(path, lambda t: save_file(sd, t, metadata=meta))

@@ -64,6 +64,9 @@ class Sam3Config:
     pixel_decoder_stages: int = 3  # built; only len(levels) - 1 of them run
     presence_clamp: float | None = None  # official: no clamp (the intended +-10 is a no-op)
     logit_clamp: float = 12.0  # dot-product scores are clamped to +-this
+    # added to every query logit before the clamp; official models: 0. Our shipped model sets it
+    # by calibration on validation scenes (conceptseg/train/calibrate.py)
+    score_bias: float = 0.0
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:

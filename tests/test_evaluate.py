@@ -341,6 +341,19 @@ def test_prediction_writer_resumes_after_crash(tmp_path):
     assert PredictionWriter(out, resume=False).done_ids == set()
 
 
+def test_prediction_writer_refuses_another_runs_partial_file(tmp_path):
+    out = str(tmp_path / "p.json")
+    gt = make_gt([("a", [A])])
+    w = PredictionWriter(out, key={"model": "m1"})
+    w.write(1, [pred(1, A)])
+    del w
+    assert PredictionWriter(out, key={"model": "m1"}).done_ids == {1}
+    with pytest.raises(EvalInputError, match="another run"):
+        PredictionWriter(out, key={"model": "m2"})
+    # the key line does not disturb reading the partial file as predictions
+    assert load_predictions(out + ".partial.jsonl", load_ground_truth(gt)).count == 1
+
+
 def test_prediction_writer_rejects_corrupt_middle_line(tmp_path):
     out = str(tmp_path / "p.json")
     with open(out + ".partial.jsonl", "w") as f:

@@ -64,6 +64,17 @@ def test_text_cache_and_image_reuse(pred, monkeypatch):
     monkeypatch.setattr(pred.model, "encode_image", orig_image)
 
 
+def test_text_cache_smaller_than_one_call(test_model, rgb):
+    # more distinct phrases in one call than the LRU cache holds, some of them cached already:
+    # refreshing the cache must not evict what this call still needs
+    small = ImagePredictor(test_model, text_cache_size=2).set_image(rgb)
+    small.predict(text=["a", "b"])
+    out = small.predict(text=["c", "a", "d", "b", "a"], threshold=0.0)
+    assert [p.text for p in out] == ["c", "a", "d", "b", "a"]
+    assert len(small._text_cache) == 2
+    torch.testing.assert_close(out[1].scores, out[4].scores)
+
+
 def test_threshold_and_outputs(pred, rgb):
     everything = pred.predict(text="thing", threshold=0.0)
     assert len(everything) == pred.model.config.num_queries

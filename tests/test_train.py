@@ -469,3 +469,52 @@ def test_stop_at_then_resume_equals_one_run(tmp_path):
     assert train(cfg(tmp_path / "b", stop=2), model_config="test", log=quiet)["step"] == 2
     assert train(cfg(tmp_path / "b"), model_config="test", resume=True, log=quiet)["step"] == 4
     assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+
+
+def test_match_batch_one_host_copy_equals_row_by_row():
+    torch.manual_seed(3)
+    B, Q = 5, 12
+    logits, boxes = torch.randn(B, Q, 1), torch.rand(B, Q, 4) * 0.5 + 0.25
+    tgts = [torch.rand(n, 4) * 0.5 + 0.25 for n in (3, 0, 1, 5, 2)]
+    rows = match_batch(logits, boxes, tgts)
+    for b in range(B):
+        qi, ti = hungarian_match(logits[b], boxes[b], tgts[b])
+        assert torch.equal(rows[b][0], qi) and torch.equal(rows[b][1], ti)
+    o2m = match_one_to_many(logits, boxes, tgts, k=3)
+    assert [len(q) for q, _ in o2m] == [9, 0, 3, 10, 6]
+
+
+def test_workers_give_the_same_run_and_time_limit_checkpoints(tmp_path):
+    from conceptseg.train.loop import TrainConfig, train
+
+    def cfg(out, **kw):
+        return TrainConfig(out=str(out), steps=3, batch_images=2, phrases_per_image=2, dn=True,
+                           exemplars=0.5, checkpoint_every=10, log_every=1, progress=False,
+                           lr=1e-3, warmup=1, threads=1, **kw)
+    quiet = lambda *a: None  # noqa: E731
+    train(cfg(tmp_path / "a"), model_config="test", log=quiet)
+    train(cfg(tmp_path / "b", workers=2), model_config="test", log=quiet)
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    said = []
+    res = train(cfg(tmp_path / "c", time_limit=0.0), model_config="test", log=said.append)
+    assert res["step"] == 1 and "time limit" in said[-1]
+    assert (tmp_path / "c" / "train_state.pt").exists()
+
+
+def test_learning_curve_plot_on_images_axis(tmp_path):
+    pytest.importorskip("matplotlib")
+    from conceptseg.train.plot import plot_runs, read_metrics
+
+    for name, batch in (("a", 4), ("b", 32)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps({"batch_images": batch}))
+        lines = [{"step": s, "loss": 10.0 / s, "matched_iou": 0.5, "pres_gap": 1.0}
+                 for s in range(10, 110, 10)]
+        lines.insert(5, {"eval": {"cgF1": 1.0, "presence_auc": 0.7},
+                         "eval_test": {"cgF1": 0.5}, "step": 50})
+        (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n{\"torn")
+    train_lines, evals = read_metrics(tmp_path / "a")
+    assert len(train_lines) == 10 and len(evals) == 1
+    out = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png", x="images")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,8 @@ from ..errors import InputError
 
 
 def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
-                    dump_threshold: float = 0.05, progress: bool = True) -> Path:
+                    dump_threshold: float = 0.05, progress: bool = True,
+                    model_name: str = "") -> Path:
     """Run ``model`` on every datapoint of an SA-Co-style JSON and stream COCO results to
     ``out_path``. Datapoints are grouped by image so each image is encoded once and its phrases
     run as one batch. Interrupted runs resume where they stopped (finished datapoints are
@@ -28,7 +29,10 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
         if "text_input" not in entry or "file_name" not in entry:
             raise InputError(f"{gt_path}: image entry {entry.get('id')} needs file_name and text_input")
         by_file[entry["file_name"]].append(entry)
-    writer = PredictionWriter(out_path, resume=True)
+    from .video_run import _file_hash
+
+    writer = PredictionWriter(out_path, resume=True, key={
+        "gt": _file_hash(Path(gt_path)), "model": model_name, "threshold": dump_threshold})
     pred = ImagePredictor(model)
     todo = {f: [e for e in es if e["id"] not in writer] for f, es in by_file.items()}
     todo = {f: es for f, es in todo.items() if es}
@@ -138,8 +142,10 @@ def cmd_eval(args) -> int:
         model = load(args.model or None)
         if args.data.startswith("synthetic"):
             args.data = str(_synthetic_test_set(args.data, out, model.config.vision.image_size))
+        from .video_run import model_label
+
         pred_path = predict_dataset(model, args.data, args.images, out / "predictions.json",
-                                    args.dump_threshold)
+                                    args.dump_threshold, model_name=model_label(args.model))
         gt_paths = gt_paths or [args.data]
     else:
         if not gt_paths or not args.pred:

@@ -309,6 +309,8 @@ def _flatten_jsonl_records(records: Iterable[Any]) -> list[Any]:
     """Accept both plain result lists and the PredictionWriter line format."""
     out: list[Any] = []
     for r in records:
+        if isinstance(r, dict) and set(r) == {"header"}:
+            continue  # the writer's resume key line
         if isinstance(r, dict) and "predictions" in r and "score" not in r:
             out.extend(r["predictions"])
         else:

@@ -208,8 +208,10 @@ def predict_videos(model, gt_path: Path, gt, videos: dict[int, Path], out_path: 
 
 def model_label(spec: str) -> str:
     """What a checkpoint argument stands for in the resume key ('' = the shipped model)."""
-    if not spec:
-        return "shipped"
+    if not spec:  # the shipped weights change between releases: key them by file too
+        from ..build import default_weights_path
+
+        spec = os.fspath(default_weights_path())
     p = Path(spec)
     if p.is_file():
         st = p.stat()

@@ -56,12 +56,17 @@ class PredictionWriter:
         resume: if True (default) read an existing partial file and skip its datapoints;
             if False an existing partial file is discarded.
         fsync: call ``os.fsync`` after every datapoint (durable against power loss; slower).
+        key: what the predictions depend on (e.g. the GT file's hash and the model); written as
+            the partial file's first line, and a partial file with another key is refused
+            instead of silently mixing two models' predictions.
     """
 
-    def __init__(self, path: str | os.PathLike, resume: bool = True, fsync: bool = False):
+    def __init__(self, path: str | os.PathLike, resume: bool = True, fsync: bool = False,
+                 key: Mapping[str, Any] | None = None):
         self.path = os.fspath(path)
         self.partial_path = self.path + ".partial.jsonl"
         self.fsync = fsync
+        self.key = dict(key) if key is not None else None
         self._records: dict[int, list[dict]] = {}
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
@@ -69,7 +74,11 @@ class PredictionWriter:
             self._load_partial()
         elif os.path.exists(self.partial_path):
             os.remove(self.partial_path)
+        fresh = not os.path.exists(self.partial_path) or os.path.getsize(self.partial_path) == 0
         self._fh = open(self.partial_path, "a", encoding="utf-8")
+        if fresh and self.key is not None:
+            self._fh.write(json.dumps({"header": self.key}, separators=(",", ":")) + "\n")
+            self._fh.flush()
 
     # ------------------------------------------------------------------ resume
     def _load_partial(self) -> None:
@@ -79,14 +88,22 @@ class PredictionWriter:
             data = f.read()
         # Everything after the last newline is a line torn by a crash: drop it.
         good_end = data.rfind(b"\n") + 1
+        header = None
         for n, raw in enumerate(data[:good_end].split(b"\n")[:-1]):
             if not raw.strip():
                 continue
             try:
                 rec = json.loads(raw)
+                if n == 0 and isinstance(rec, dict) and "header" in rec:
+                    header = rec["header"]
+                    continue
                 self._records[int(rec["image_id"])] = list(rec["predictions"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise EvalInputError(f"{self.partial_path}: corrupt line {n + 1} ({e})", n, None) from e
+        if self.key is not None and good_end and header != self.key:
+            raise EvalInputError(f"{self.partial_path} holds predictions of another run "
+                                 f"({header or 'no header'}); use another --out or delete it",
+                                 0, None)
         if good_end < len(data):
             with open(self.partial_path, "r+b") as f:
                 f.truncate(good_end)

@@ -215,19 +215,22 @@ class ImagePredictor:
     def encode_texts(self, texts: list[str]) -> TextFeatures:
         """Text features for each text (cached by string), stacked in order."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        found = {t: self._text_cache[t] for t in dict.fromkeys(texts) if t in self._text_cache}
         if todo:
             tokens = self.tokenizer(todo).to(self.device)
             with self._autocast():
                 tf = self.model.encode_text(tokens)
             for i, t in enumerate(todo):
-                self._text_cache[t] = TextFeatures(tf.feats[i:i + 1].float(), tf.padding[i:i + 1],
-                                                   tf.embeds[i:i + 1].float())
-                while len(self._text_cache) > self._text_cache_size:
-                    self._text_cache.popitem(last=False)
-        rows = []
-        for t in texts:
+                found[t] = TextFeatures(tf.feats[i:i + 1].float(), tf.padding[i:i + 1],
+                                        tf.embeds[i:i + 1].float())
+        # rows come from this call's own lookups: refreshing the LRU cache below may evict
+        # some of this call's texts when it holds more distinct texts than the cache
+        rows = [found[t] for t in texts]
+        for t, f in found.items():
+            self._text_cache[t] = f
             self._text_cache.move_to_end(t)
-            rows.append(self._text_cache[t])
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
         return TextFeatures(torch.cat([r.feats for r in rows]), torch.cat([r.padding for r in rows]),
                             torch.cat([r.embeds for r in rows]))
 

@@ -128,10 +128,13 @@ class DetrDecoder(nn.Module):
 
 class DotProductScorer(nn.Module):
     """Per-query logits: dot(hs_proj(query), prompt_proj(mean over valid prompt tokens of
-    prompt_mlp(prompt))) / sqrt(d), clamped to +-clamp. hs ... x B x Q x C -> ... x B x Q x 1."""
+    prompt_mlp(prompt))) / sqrt(d) + bias, clamped to +-clamp. hs ... x B x Q x C -> ... x B x Q x 1.
+    ``bias`` is a config constant (0 in official models), not a weight."""
 
-    def __init__(self, d_model: int, hidden: int, dropout: float, clamp: float = 12.0):
+    def __init__(self, d_model: int, hidden: int, dropout: float, clamp: float = 12.0,
+                 bias: float = 0.0):
         super().__init__()
+        self.bias = bias
         self.prompt_mlp = MLP(d_model, hidden, d_model, 2, residual=True, out_norm=True,
                               dropout=dropout)
         self.prompt_proj = nn.Linear(d_model, d_model)
@@ -144,4 +147,6 @@ class DotProductScorer(nn.Module):
         valid = (~prompt_padding).to(p.dtype)[..., None]  # B x P x 1
         pooled = (p * valid).sum(1) / valid.sum(1).clamp(min=1.0)  # B x C
         scores = torch.matmul(self.hs_proj(hs), self.prompt_proj(pooled)[..., None]) * self.scale
+        if self.bias:
+            scores = scores + self.bias
         return scores.clamp(-self.clamp, self.clamp)

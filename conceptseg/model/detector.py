@@ -80,7 +80,7 @@ class Sam3Detector(nn.Module):
                                                 cfg.geometry_layers, cfg.dropout, cfg.roi_size)
         self.transformer = Transformer(cfg)
         self.dot_prod_scoring = DotProductScorer(cfg.d_model, cfg.dot_mlp_hidden, cfg.dropout,
-                                                 cfg.logit_clamp)
+                                                 cfg.logit_clamp, cfg.score_bias)
         self.segmentation_head = SegmentationHead(cfg.d_model, cfg.heads, cfg.pixel_decoder_stages)
 
     # -- encoders -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Learning curves of a training run: ``python -m conceptseg.train.plot RUN [RUN...] --out curve.png``.
 
 Reads ``RUN/metrics.jsonl`` (loss lines every ``--log-every`` steps, quick evaluations every
-``--eval-every`` steps) and draws, against the step: the total loss, the matched-query box IoU
+``--eval-every`` steps) and draws, against the step (or, with ``--x images``, the number of
+training images seen, the fair axis when stages differ in batch size): the total loss, the matched-query box IoU
 and presence gap (training batches, smoothed), and the quick evaluation's cgF1 / presence AUC on
 held-out scenes. Several runs (e.g. the pretraining then the detection stage) are drawn one
 after the other on the same step axis.
@@ -40,7 +41,14 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(y, np.ones(k) / k, mode="valid")
 
 
-def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path:
+def _batch_images(run: Path) -> int:
+    try:
+        return int(json.loads((run / "train_config.json").read_text())["batch_images"])
+    except (OSError, ValueError, KeyError):
+        return 1
+
+
+def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str = "step") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +61,8 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path
         if not train:
             continue
         name = Path(run).name
-        steps = np.array([r["step"] for r in train]) + offset
+        per_step = _batch_images(Path(run)) if x == "images" else 1
+        steps = np.array([r["step"] for r in train]) * per_step + offset
         k = min(smooth, max(1, len(train) // 5))
         cut = lambda y: (steps[k - 1:] if len(y) >= k and k > 1 else steps, _smooth(y, k))  # noqa: E731
         axes[0].plot(*cut(np.array([r["loss"] for r in train])), label=f"{name} loss")
@@ -67,7 +76,7 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path
                 axes[1].plot(*cut(np.array([r.get(key, np.nan) for r in train])),
                              label=f"{name} {key}")
         if evals:
-            es = np.array([e["step"] for e in evals]) + offset
+            es = np.array([e["step"] for e in evals]) * per_step + offset
             for split, key, label in (("eval", "cgF1", "cgF1 (held-out scenes)"),
                                       ("eval_test", "cgF1", "cgF1 (held-out pairs split)")):
                 axes[2].plot(es, [e[split][key] for e in evals], "o-", label=f"{name} {label}")
@@ -81,7 +90,7 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10) -> Path
     axes[1].set_title("training batches")
     axes[2].set_title("quick evaluation on held-out scenes")
     for ax in axes:
-        ax.set_xlabel("step")
+        ax.set_xlabel("training images seen" if x == "images" else "step")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -100,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="run directories, in training order")
     p.add_argument("--out", default="learning_curve.png")
     p.add_argument("--smooth", type=int, default=10, help="moving average over log lines")
+    p.add_argument("--x", choices=["step", "images"], default="step",
+                   help="x axis: optimizer steps, or training images seen (batch_images from "
+                        "each run's train_config.json)")
     a = p.parse_args(argv)
-    print(plot_runs(a.runs, a.out, a.smooth))
+    print(plot_runs(a.runs, a.out, a.smooth, a.x))
     return 0
 
 

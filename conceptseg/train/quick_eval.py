@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from ..data.phrases import DEFAULT_HELD_OUT_PAIRS, mentions_pair, parse_phrase
 from ..data.synthetic import SceneConfig, SyntheticConceptDataset
 
-__all__ = ["quick_eval", "auc"]
+__all__ = ["quick_eval", "collect", "summarize", "Row", "auc"]
 
 IOU_THRESHOLDS = np.arange(0.5, 0.96, 0.05)
 
@@ -77,10 +77,28 @@ def _mcc(tp, fp, fn, tn) -> float:
     return float((tp * tn - fp * fn) / d) if d > 0 else 0.0
 
 
+@dataclass
+class Row:
+    """One (image, phrase) datapoint, reduced to what the metrics need: raw logits and the mask
+    IoU of every query with every ground-truth instance, so scores can be re-thresholded or
+    shifted (calibration) without running the model again."""
+    text: str
+    query_logits: np.ndarray  # Q
+    presence_logit: float
+    iou: np.ndarray  # Q x N: mask IoU of each query with each instance
+    nonempty: np.ndarray  # Q bool: the query's thresholded mask has a pixel
+    held: bool  # a positive phrase naming a held-out colour-shape pair (split "test")
+
+    @property
+    def positive(self) -> bool:
+        return self.iou.shape[1] > 0
+
+
 @torch.no_grad()
-def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str = "train",
-               max_attributes: int = 4, negative_mode: str = "mixed", threshold: float = 0.5,
-               batch_images: int = 8, scene: SceneConfig | None = None) -> dict:
+def collect(model, num_images: int = 64, seed: int = 987_654_321, split: str = "train",
+            max_attributes: int = 4, negative_mode: str = "mixed", batch_images: int = 8,
+            scene: SceneConfig | None = None) -> list[Row]:
+    """Run ``model`` on every (image, phrase) datapoint of ``num_images`` fresh scenes."""
     was_training = model.training
     model.eval()
     from ..text.tokenizer import ClipTokenizer
@@ -90,15 +108,9 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
     device = next(model.parameters()).device
     cfg = replace(scene or SceneConfig(), max_attributes=max_attributes, negative_mode=negative_mode,
                   split=split)
+    held_out = cfg.held_out_pairs or DEFAULT_HELD_OUT_PAIRS
     ds = SyntheticConceptDataset(num_images, seed, S, cfg, phrases_per_image=None)
-    pres_pos, pres_neg, score_pos, score_neg, held_pres = [], [], [], [], []
-    by_phrase: dict[str, tuple[list, list, list, list]] = {}
-    tp = np.zeros(len(IOU_THRESHOLDS))
-    fp = np.zeros(len(IOU_THRESHOLDS))
-    fn = np.zeros(len(IOU_THRESHOLDS))
-    htp, hfp, hfn = (np.zeros(len(IOU_THRESHOLDS)) for _ in range(3))
-    il = dict(tp=0, fp=0, fn=0, tn=0)
-    recall_ious = []
+    rows = []
     for start in range(0, num_images, batch_images):
         items = [ds[i] for i in range(start, min(start + batch_images, num_images))]
         texts, index, gts = [], [], []
@@ -110,52 +122,72 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
         images = (torch.stack([it["image"] for it in items]) - 0.5) / 0.5
         out = model(images.to(device), tok(texts).to(device),
                     image_index=torch.tensor(index, device=device))
-        presence = out["presence_logit_dec"][:, 0].float().sigmoid().cpu()
-        scores = (out["pred_logits"][..., 0].float().sigmoid().cpu() * presence[:, None])
+        presence = out["presence_logit_dec"][:, 0].float().cpu()
+        logits = out["pred_logits"][..., 0].float().cpu()
         masks = F.interpolate(out["pred_masks"].float(), size=(S, S), mode="bilinear",
                               align_corners=False).cpu() > 0
         for r, text in enumerate(texts):
             gt = gts[r]
-            positive = gt.shape[0] > 0
-            (pres_pos if positive else pres_neg).append(float(presence[r]))
-            (score_pos if positive else score_neg).append(float(scores[r].max()))
-            g = by_phrase.setdefault(text, ([], [], [], []))
-            g[0 if positive else 1].append(float(presence[r]))
-            g[2 if positive else 3].append(float(scores[r].max()))
-            keep = scores[r] > threshold
-            pred = masks[r][keep]
-            pred = pred[pred.flatten(1).any(1)] if pred.shape[0] else pred
-            held = positive and split == "test" and mentions_pair(parse_phrase(text),
-                                                                  cfg.held_out_pairs or DEFAULT_HELD_OUT_PAIRS)
-            if held:
-                held_pres.append(float(presence[r]))
-            any_pred = pred.shape[0] > 0
-            key = ("tp" if any_pred else "fn") if positive else ("fp" if any_pred else "tn")
-            il[key] += 1
-            if not positive:
-                continue
-            all_iou = _mask_iou(gt, masks[r])
-            recall_ious += all_iou.max(1).tolist()
-            if any_pred:
-                iou = _mask_iou(pred, gt)
-                pi, gi = linear_sum_assignment(-iou)
-                matched = iou[pi, gi]
-            else:
-                matched = np.zeros(0)
-            for k, t in enumerate(IOU_THRESHOLDS):
-                n_tp = int((matched >= t).sum())
-                tp[k] += n_tp
-                fp[k] += pred.shape[0] - n_tp
-                fn[k] += gt.shape[0] - n_tp
-                if held:
-                    htp[k] += n_tp
-                    hfp[k] += pred.shape[0] - n_tp
-                    hfn[k] += gt.shape[0] - n_tp
+            held = (gt.shape[0] > 0 and split == "test"
+                    and mentions_pair(parse_phrase(text), held_out))
+            rows.append(Row(text, logits[r].numpy(), float(presence[r]), _mask_iou(masks[r], gt),
+                            masks[r].flatten(1).any(1).numpy(), held))
+    model.train(was_training)
+    return rows
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def summarize(rows: list[Row], threshold: float = 0.5, presence_shift: float = 0.0,
+              score_shift: float = 0.0, split: str = "train") -> dict:
+    """The metrics of :func:`quick_eval` from collected rows; the shifts are added to the
+    presence and query logits first (what :mod:`conceptseg.train.calibrate` folds into a model)."""
+    pres_pos, pres_neg, score_pos, score_neg, held_pres = [], [], [], [], []
+    by_phrase: dict[str, tuple[list, list, list, list]] = {}
+    tp, fp, fn, htp, hfp, hfn = (np.zeros(len(IOU_THRESHOLDS)) for _ in range(6))
+    il = dict(tp=0, fp=0, fn=0, tn=0)
+    recall_ious = []
+    for row in rows:
+        presence = float(_sigmoid(row.presence_logit + presence_shift))
+        scores = _sigmoid(row.query_logits + score_shift) * presence
+        positive = row.positive
+        (pres_pos if positive else pres_neg).append(presence)
+        (score_pos if positive else score_neg).append(float(scores.max()))
+        g = by_phrase.setdefault(row.text, ([], [], [], []))
+        g[0 if positive else 1].append(presence)
+        g[2 if positive else 3].append(float(scores.max()))
+        keep = (scores > threshold) & row.nonempty
+        n_pred = int(keep.sum())
+        if row.held:
+            held_pres.append(presence)
+        key = ("tp" if n_pred else "fn") if positive else ("fp" if n_pred else "tn")
+        il[key] += 1
+        if not positive:
+            continue
+        recall_ious += row.iou.max(0).tolist()
+        if n_pred:
+            iou = row.iou[keep]
+            pi, gi = linear_sum_assignment(-iou)
+            matched = iou[pi, gi]
+        else:
+            matched = np.zeros(0)
+        n_gt = row.iou.shape[1]
+        for k, t in enumerate(IOU_THRESHOLDS):
+            n_tp = int((matched >= t).sum())
+            tp[k] += n_tp
+            fp[k] += n_pred - n_tp
+            fn[k] += n_gt - n_tp
+            if row.held:
+                htp[k] += n_tp
+                hfp[k] += n_pred - n_tp
+                hfn[k] += n_gt - n_tp
     f1 = lambda a, b, c: float(np.mean(2 * a / np.maximum(2 * a + b + c, 1)))  # noqa: E731
     pm = f1(tp, fp, fn)
     mcc = _mcc(il["tp"], il["fp"], il["fn"], il["tn"])
     res = {
-        "images": num_images, "split": split, "datapoints": len(pres_pos) + len(pres_neg),
+        "images": None, "split": split, "datapoints": len(pres_pos) + len(pres_neg),
         "presence_auc": auc(pres_pos, pres_neg),
         "presence_pos": float(np.mean(pres_pos)) if pres_pos else float("nan"),
         "presence_neg": float(np.mean(pres_neg)) if pres_neg else float("nan"),
@@ -172,8 +204,15 @@ def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str 
         res["heldout_presence_auc"] = auc(held_pres, pres_neg)
         res["heldout_presence_pos"] = float(np.mean(held_pres)) if held_pres else float("nan")
         res["heldout_pmF1"] = f1(htp, hfp, hfn)
-    model.train(was_training)
     return res
+
+
+def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str = "train",
+               max_attributes: int = 4, negative_mode: str = "mixed", threshold: float = 0.5,
+               batch_images: int = 8, scene: SceneConfig | None = None) -> dict:
+    rows = collect(model, num_images, seed, split, max_attributes, negative_mode, batch_images,
+                   scene)
+    return {**summarize(rows, threshold, split=split), "images": num_images}
 
 
 def main(argv=None) -> int:
