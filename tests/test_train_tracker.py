@@ -153,6 +153,9 @@ def test_ship_assembles_detector_and_tracker(tmp_path):
     det = build_video_model("test", seed=0).detector
     with torch.no_grad():  # the detector trained on (trunk frozen): heads changed
         det.transformer.decoder.query_embed.weight.add_(1.0)
+    from conceptseg.train.calibrate import apply_shifts
+
+    apply_shifts(det, 0.5, 0.25)  # and was calibrated: the config constant must ship too
     save_weights(det, tmp_path / "det.safetensors")
     out, diff = assemble(str(tmp_path / "det.safetensors"), str(tracker_ckpt),
                          str(tmp_path / "ship.safetensors"), half=False)
@@ -160,6 +163,7 @@ def test_ship_assembles_detector_and_tracker(tmp_path):
     got = load_video_model(out)
     assert torch.equal(got.detector.transformer.decoder.query_embed.weight,
                        det.transformer.decoder.query_embed.weight)
+    assert got.config.score_bias == 0.25 and got.detector.dot_prod_scoring.bias == 0.25
     for k, v in video.tracker.state_dict().items():
         assert torch.equal(got.tracker.state_dict()[k], v), k
     with torch.no_grad():  # another trunk: the tracker would read features it never saw

@@ -55,45 +55,52 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    # one colour per run in every panel; in the middle panel one line style per quantity
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    share = axes[1].twinx()  # IoU and attribute accuracies live on 0..1
+    styles = {"pres_gap": ("-", axes[1]), "matched_iou": ("--", share),
+              "tok_acc_shape": (":", share), "top1": ("-.", share)}
     offset = 0
-    for run in runs:
+    for i, run in enumerate(runs):
         train, evals = read_metrics(run)
         if not train:
             continue
+        c = colours[i % len(colours)]
         name = Path(run).name
         per_step = _batch_images(Path(run)) if x == "images" else 1
         steps = np.array([r["step"] for r in train]) * per_step + offset
         k = min(smooth, max(1, len(train) // 5))
         cut = lambda y: (steps[k - 1:] if len(y) >= k and k > 1 else steps, _smooth(y, k))  # noqa: E731
-        axes[0].plot(*cut(np.array([r["loss"] for r in train])), label=f"{name} loss")
-        if "matched_iou" in train[0]:
-            axes[1].plot(*cut(np.array([r.get("matched_iou", np.nan) for r in train])),
-                         label=f"{name} matched box IoU")
-            axes[1].plot(*cut(np.array([r.get("pres_gap", np.nan) for r in train])),
-                         label=f"{name} presence logit gap (pos - neg)")
-        for key in ("top1", "tok_acc_shape", "tok_acc_color"):
+        axes[0].plot(*cut(np.array([r["loss"] for r in train])), color=c, label=name)
+        for key, (ls, ax) in styles.items():
             if key in train[0]:
-                axes[1].plot(*cut(np.array([r.get(key, np.nan) for r in train])),
-                             label=f"{name} {key}")
+                ax.plot(*cut(np.array([r.get(key, np.nan) for r in train])), ls, color=c)
         if evals:
             es = np.array([e["step"] for e in evals]) * per_step + offset
-            for split, key, label in (("eval", "cgF1", "cgF1 (held-out scenes)"),
-                                      ("eval_test", "cgF1", "cgF1 (held-out pairs split)")):
-                axes[2].plot(es, [e[split][key] for e in evals], "o-", label=f"{name} {label}")
-            ax2 = axes[2].twinx()
-            ax2.plot(es, [e["eval"]["presence_auc"] for e in evals], "s--", color="gray",
-                     label="presence AUC")
-            ax2.set_ylim(0.4, 1.0)
-            ax2.set_ylabel("presence AUC (dashed)")
+            axes[2].plot(es, [e["eval"]["cgF1"] for e in evals], "o-", color=c,
+                         label=f"{name}: held-out scenes")
+            axes[2].plot(es, [e["eval_test"]["cgF1"] for e in evals], "s--", color=c,
+                         label=f"{name}: held-out pairs split")
         offset = int(steps[-1])
+    from matplotlib.lines import Line2D
+
+    axes[1].legend([Line2D([], [], color="k", linestyle=ls) for ls, _ in styles.values()],
+                   ["presence logit gap, pos - neg (left)", "matched box IoU (right)",
+                    "ViT token shape accuracy (right)", "pretraining retrieval top-1 (right)"],
+                   fontsize=7, loc="upper left")
+    share.set_ylim(0, 1.05)
     axes[0].set_title("training loss (all terms, smoothed)")
     axes[1].set_title("training batches")
     axes[2].set_title("quick evaluation on held-out scenes")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel("training images seen" if x == "images" else "step")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7)
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend(fontsize=7)
     axes[0].set_yscale("log")
     fig.tight_layout()
     from ..atomic import atomic_write

@@ -38,8 +38,8 @@ def assemble(detector_path: str, tracker_path: str, out: str, half: bool = True,
     if diff > 0 and not allow_trunk_mismatch:
         raise InputError(f"the ViT trunks differ (max |diff| {diff:.3g}): the tracker was trained "
                          "on another trunk; retrain it or pass --allow-trunk-mismatch")
-    with torch.no_grad():
-        video.detector.load_state_dict(new)
+    # the whole detector, not just its weights: its config may carry a calibrated score_bias
+    video.detector = detector.to(next(video.tracker.parameters()).device)
     path = save_video_checkpoint(video, out, half=half)
     return path, diff
 
