@@ -48,11 +48,15 @@ def _read_raw(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str
             meta.update(m)
         return merged, meta
     with open(p, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(9)
     size = p.stat().st_size
     if size < 16:
         raise CheckpointError(f"{p} is not a checkpoint ({size} bytes)")
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip / legacy pickle
+    # safetensors: a little-endian u64 header length, then the JSON header. Test for it first:
+    # the length's low byte can be 0x80, which is also how a legacy pickle starts
+    n = int.from_bytes(head[:8], "little")
+    is_safetensors = head[8:9] == b"{" and 8 + n <= size
+    if not is_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):  # torch zip / pickle
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True, mmap=head[:2] == b"PK")
         except Exception as e:  # truncated zip, foreign pickle, ...

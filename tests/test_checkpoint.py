@@ -156,3 +156,22 @@ def test_convert_video_checkpoint_keeps_tracker(tmp_path):
     for k in orig:
         assert torch.equal(back[k], orig[k]), k
     assert load_video_model(tmp_path / "v.safetensors").tracker is not None
+
+
+def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path):
+    # a safetensors file starts with its header's length (u64, little endian); when the low
+    # byte is 0x80 the file also starts like a legacy pickle: it must still load as safetensors
+    from safetensors.torch import save_file
+
+    from conceptseg.checkpoint import _read_raw
+
+    sd = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    for pad in range(300):
+        path = tmp_path / "x.safetensors"
+        save_file(sd, path, metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a 0x80 first byte")
+    raw, meta = _read_raw(path)
+    assert torch.equal(raw["w"], sd["w"]) and meta["pad"] == "x" * pad
