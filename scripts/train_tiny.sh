@@ -3,8 +3,8 @@
 # See conceptseg/train/RECIPE.md for the why. Every stage resumes: re-run this script after an
 # interruption and it continues where it stopped (finished stages are skipped by --resume).
 #
-#   sh scripts/train_tiny.sh     # stages 1-3: ~2 h on 2 CPU cores; stage 4: ~13 min on one
-#                                # H200 (DEVICE=cuda), ~2 h on the CPU; stages 5-7: ~1.5 h
+#   sh scripts/train_tiny.sh     # stages 1-4: ~2 h on 2 CPU cores; stage 5: ~13 min on one
+#                                # H200 (DEVICE=cuda), ~2 h on the CPU; stages 6-9: ~1.5 h
 #
 set -e
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ $CS train --stage tracker --init $R/tiny-a/model.safetensors --steps 1500 \
   --out $R/tiny-tracker --no-progress --resume
 wait $DETECT
 
-# 4. everything trainable again (the ViT too), 32 images x 4 phrases: run on one H200 in
+# 5. everything trainable again (the ViT too), 32 images x 4 phrases: run on one H200 in
 #    session 3 (8.5 + 4 min, 0.5-0.9 s/step: the step is host-bound, see RECIPE.md). Two runs
 #    with the same schedule shape; the second continues the first with a fresh warm-up.
 DEV=${DEVICE:-$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
@@ -59,14 +59,14 @@ big() {
 big --init $R/tiny-b/model.safetensors --steps 472 --warmup 24 --out $R/tiny-c
 big --init $R/tiny-c/model.safetensors --steps 267 --stop-at 260 --warmup 14 --out $R/tiny-d
 
-# 5. the same on the 2 CPU cores at 4 images x 4 phrases and a lower learning rate
+# 6. the same on the 2 CPU cores at 4 images x 4 phrases and a lower learning rate
 $CS train --init $R/tiny-d/model.safetensors --steps 2200 --stop-at ${CPU_STOP:-2200} \
   --batch-images 4 --phrases-per-image 4 --lr 2e-4 --backbone-lr-mult 0.5 --warmup 50 \
   --weight-decay 0.05 --clip 0.1 --curriculum 0:4:mixed --dn --o2m 3 --dac --attr-aux 1.0 \
   --exemplars 0.2 --loss alpha=0.5,gamma=0 --threads 2 --checkpoint-every 100 \
   --snapshot-every 500 --log-every 10 --out $R/tiny-e --no-progress --resume
 
-# 6. the tracker follows the trunk: fine-tuned on the stage 4 trunk, then on the final one
+# 7. the tracker follows the trunk: fine-tuned on the stage 5 (GPU) trunk, then on the final one
 #    (the tracker's weights carried over; ship --allow-trunk-mismatch pairs them for the start)
 refresh() {  # detector, tracker run, steps, out
   $PY -m conceptseg.train.ship --detector "$1" --tracker "$2/model.safetensors" --fp32 \
@@ -78,9 +78,9 @@ refresh() {  # detector, tracker run, steps, out
 refresh $R/tiny-d/model.safetensors $R/tiny-tracker 400 $R/tiny-tracker2
 refresh $R/tiny-e/model.safetensors $R/tiny-tracker2 ${TRACKER3_STEPS:-200} $R/tiny-tracker3
 
-# 7. calibrate the two score offsets on validation scenes (never the test split)
+# 8. calibrate the two score offsets on validation scenes (never the test split)
 $PY -m conceptseg.train.calibrate $R/tiny-e/model.safetensors --out $R/tiny-e/calibrated.safetensors
 
-# 8. one video checkpoint (detector + tracker, float16) = the shipped model
+# 9. one video checkpoint (detector + tracker, float16) = the shipped model
 $PY -m conceptseg.train.ship --detector $R/tiny-e/calibrated.safetensors \
   --tracker $R/tiny-tracker3/model.safetensors --out conceptseg/assets/tiny.safetensors
