@@ -29,10 +29,10 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
         if "text_input" not in entry or "file_name" not in entry:
             raise InputError(f"{gt_path}: image entry {entry.get('id')} needs file_name and text_input")
         by_file[entry["file_name"]].append(entry)
-    from .video_run import _file_hash
+    from .writer import file_hash
 
     writer = PredictionWriter(out_path, resume=True, key={
-        "gt": _file_hash(Path(gt_path)), "model": model_name, "threshold": dump_threshold})
+        "gt": file_hash(gt_path), "model": model_name, "threshold": dump_threshold})
     pred = ImagePredictor(model)
     todo = {f: [e for e in es if e["id"] not in writer] for f, es in by_file.items()}
     todo = {f: es for f, es in todo.items() if es}

@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
+from .writer import file_hash
 
 __all__ = ["DEFAULT_NUM_VIDEOS", "DEFAULT_NUM_FRAMES", "synthetic_video_test_set", "resolve_videos",
            "run_pair", "PairWriter", "predict_videos", "model_label"]
@@ -173,14 +173,6 @@ class PairWriter:
         return preds
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def predict_videos(model, gt_path: Path, gt, videos: dict[int, Path], out_path: Path,
                    model_name: str = "", device=None, precision: str = "fp32",
                    progress: bool = True) -> list[dict]:
@@ -192,7 +184,7 @@ def predict_videos(model, gt_path: Path, gt, videos: dict[int, Path], out_path: 
     from .video import track_json_to_ytvis
 
     pairs = gt.np_pairs if gt.has_np_pairs else sorted(k for k, v in gt.masklets.items() if v)
-    writer = PairWriter(out_path, {"gt": _file_hash(gt_path), "model": model_name, "precision": precision})
+    writer = PairWriter(out_path, {"gt": file_hash(gt_path), "model": model_name, "precision": precision})
     try:
         todo = [k for k in pairs if k not in writer]
         if len(todo) < len(pairs):

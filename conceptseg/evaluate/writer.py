@@ -22,13 +22,14 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "file_hash"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -46,6 +47,15 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
         return obj.item()  # 0-d torch tensors
     return obj
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes: what resume keys record about a ground-truth file."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class PredictionWriter:
