@@ -121,9 +121,6 @@ def test_focal_matches_reference_values():
 # -- overfitting --------------------------------------------------------------------------------
 def test_overfit_few_scenes_learns_boxes_and_presence():
     from conceptseg.build import build_model
-    from conceptseg.data.synthetic import SceneConfig, SyntheticConceptDataset
-    from conceptseg.train.data import Collator, mask_resolution
-    from conceptseg.train.loop import TrainConfig, build_optimizer
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()

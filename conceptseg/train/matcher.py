@@ -78,9 +78,13 @@ def hungarian_match(logits: Tensor, boxes: Tensor, tgt_boxes: Tensor,
     return assign(match_cost(logits, boxes, tgt_boxes, w))
 
 
-def _costs_to_host(costs: list[Tensor | None]) -> list[np.ndarray | None]:
-    """Move every row's cost matrix to the host in one copy: on a GPU, one synchronisation per
-    batch instead of one per row (the assignment itself runs on the CPU, in scipy)."""
+def _host_costs(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[Tensor],
+                w: MatcherWeights) -> list[np.ndarray | None]:
+    """Every row's (Q, N) cost matrix on the host (None for a row without targets), moved in
+    one copy: on a GPU, one synchronisation per batch instead of one per row (the assignment
+    itself runs on the CPU, in scipy)."""
+    costs = [match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w) if tgt_boxes[b].shape[0]
+             else None for b in range(pred_boxes.shape[0])]
     live = [c.reshape(-1).float() for c in costs if c is not None]
     if not live:
         return [None] * len(costs)
@@ -99,9 +103,8 @@ def _costs_to_host(costs: list[Tensor | None]) -> list[np.ndarray | None]:
 def match_batch(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[Tensor],
                 w: MatcherWeights = MatcherWeights()) -> list[tuple[Tensor, Tensor]]:
     """pred_logits B x Q x 1, pred_boxes B x Q x 4, tgt_boxes: B tensors (N_b x 4)."""
-    costs = [match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w) if tgt_boxes[b].shape[0]
-             else None for b in range(pred_boxes.shape[0])]
-    return [assign(c) if c is not None else _EMPTY for c in _costs_to_host(costs)]
+    return [assign(c) if c is not None else _EMPTY
+            for c in _host_costs(pred_logits, pred_boxes, tgt_boxes, w)]
 
 
 def match_one_to_many(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[Tensor], k: int,
@@ -109,10 +112,8 @@ def match_one_to_many(pred_logits: Tensor, pred_boxes: Tensor, tgt_boxes: list[T
     """Each target gets up to ``k`` distinct queries (fewer if the row runs out of queries).
     Returns per row (query_idx, target_idx) with target_idx in 0..N-1 (repeats allowed)."""
     Q = pred_boxes.shape[1]
-    costs = [match_cost(pred_logits[b], pred_boxes[b], tgt_boxes[b], w) if tgt_boxes[b].shape[0]
-             else None for b in range(pred_boxes.shape[0])]
     out = []
-    for b, c in enumerate(_costs_to_host(costs)):
+    for c in _host_costs(pred_logits, pred_boxes, tgt_boxes, w):
         if c is None:
             out.append(_EMPTY)
             continue

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..errors import InputError
 
 __all__ = ["assemble"]

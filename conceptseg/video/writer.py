@@ -9,7 +9,6 @@ onto a frame.
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -17,6 +16,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from .errors import VideoInputError
 from .file_source import _import_av
 from .preprocess import _as_uint8_rgb
@@ -67,51 +67,37 @@ def write_overlay_video(path: PathLike, frames: Iterable[np.ndarray], fps: float
     if not fps or fps <= 0:
         raise VideoInputError(f"fps must be positive, got {fps}")
     rate = Fraction(fps).limit_denominator(100_000)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    container = None
-    try:
-        container = av.open(tmp, mode="w", format="mp4")
-        stream = None
-        size = None
-        count = 0
-        for frame in frames:
-            frame = _as_uint8_rgb(frame)
-            if size is None:
-                size = frame.shape[:2]
-                h, w = size
-                stream = container.add_stream("libx264", rate=rate)
-                stream.width, stream.height = w + (w % 2), h + (h % 2)
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)}
-            elif frame.shape[:2] != size:
-                raise VideoInputError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
-                                      f"expected {size[1]}x{size[0]}")
-            h, w = size
-            if h % 2 or w % 2:
-                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(vf):
-                container.mux(packet)
-            count += 1
-        if count == 0:
-            raise VideoInputError("no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
-        container = None
-        from ..atomic import _umask
 
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
-        os.replace(tmp, path)
-        return path
-    except BaseException:
-        if container is not None:
-            try:
-                container.close()
-            except Exception:
-                pass
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    def encode(tmp: str) -> None:
+        container = av.open(tmp, mode="w", format="mp4")
+        try:
+            stream = None
+            size = None
+            count = 0
+            for frame in frames:
+                frame = _as_uint8_rgb(frame)
+                if size is None:
+                    size = frame.shape[:2]
+                    h, w = size
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.width, stream.height = w + (w % 2), h + (h % 2)
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf)}
+                elif frame.shape[:2] != size:
+                    raise VideoInputError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
+                                          f"expected {size[1]}x{size[0]}")
+                h, w = size
+                if h % 2 or w % 2:
+                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+                count += 1
+            if count == 0:
+                raise VideoInputError("no frames to write")
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
+
+    return atomic_write(path, encode)
