@@ -51,7 +51,7 @@ def load(path: str | os.PathLike | None = None, *, config: Sam3Config | str | No
 # -- video model ------------------------------------------------------------------------------
 def _tracker_config(tracker_config, detector_config: Sam3Config):
     from .tracker.config import TrackerConfig, get_tracker_config
-    from .video.model import tracker_config_for
+    from .model.video_model import tracker_config_for
 
     if tracker_config is None:
         # the full model pairs with the official tracker, the tiny detector with the tiny
@@ -72,7 +72,7 @@ def build_video_model(config: str | Sam3Config = "test", tracker_config=None,
     tracker config defaults to the preset matching the detector, with the detector's geometry."""
     from .tracker.neck import TrackerNeck
     from .tracker.tracker import Tracker
-    from .video.model import VideoModel
+    from .model.video_model import VideoModel
 
     cfg = get_config(config) if isinstance(config, str) else config
     tcfg = _tracker_config(tracker_config, cfg)

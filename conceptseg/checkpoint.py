@@ -17,17 +17,13 @@ from torch import Tensor
 
 from .config import PRESETS, Sam3Config
 from .atomic import atomic_write
-from .errors import ConceptSegError
+from .errors import CheckpointError
 
 Layout = Literal["ours", "official", "hf"]
 OURS_FORMAT = "conceptseg/1"
 # Tensors that some layouts do not store and that never change outputs: RoPE factors are
 # recomputed from the config; point projections are unused by concept segmentation.
 DERIVABLE = ("attn.freqs_cis", "geometry_encoder.points_")
-
-
-class CheckpointError(ConceptSegError, ValueError):
-    """A checkpoint that cannot be used, with a one-line reason."""
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -1,4 +1,22 @@
-"""Errors that reach users as one clear line (CLI: stderr + non-zero exit; server: 4xx JSON)."""
+"""The one error hierarchy. Everything a caller can cause derives from :class:`ConceptSegError`;
+its message is meant for the user as one line (CLI: stderr + exit status 2; server: a 4xx with a
+JSON body; MCP: a tool error), no traceback needed.
+
+    ConceptSegError
+    ├── InputError (also a ValueError)        bad user input: image, prompt, box, option
+    │   ├── VideoInputError                   a video, frame folder or frame index
+    │   └── EvalInputError                    malformed ground truth or predictions
+    ├── CheckpointError (also a ValueError)   a checkpoint that cannot be used
+    ├── SessionError (also a RuntimeError)    a session used out of order (closed, re-prompted)
+    └── MissingDependencyError (ImportError)  an optional extra that is not installed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ConceptSegError", "InputError", "VideoInputError", "EvalInputError", "CheckpointError",
+           "SessionError", "MissingDependencyError"]
 
 
 class ConceptSegError(Exception):
@@ -7,3 +25,40 @@ class ConceptSegError(Exception):
 
 class InputError(ConceptSegError, ValueError):
     """Bad user input: an unreadable image, an absurd prompt, a box outside the image..."""
+
+
+class VideoInputError(InputError):
+    """A video (file, frame folder, frame index) that cannot be used."""
+
+
+class EvalInputError(InputError):
+    """Malformed ground truth or predictions.  ``index`` / ``entry_id`` name the entry."""
+
+    def __init__(self, message: str, index: int | None = None, entry_id: Any = None):
+        super().__init__(message)
+        self.index = index
+        self.entry_id = entry_id
+
+
+class CheckpointError(ConceptSegError, ValueError):
+    """A checkpoint that cannot be used, with a one-line reason."""
+
+
+class SessionError(ConceptSegError, RuntimeError):
+    """A session used out of order: closed, re-prompted under a running pass, two passes at once."""
+
+
+class MissingDependencyError(ConceptSegError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise :class:`MissingDependencyError` naming its extra
+    (``pip install 'conceptseg[extra]'``)."""
+    import importlib  # only here: the one place that imports optional dependencies by name
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{module} is not installed: pip install "
+                                     f"'conceptseg[{extra}]'") from None

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import conceptseg.build as build
-from conceptseg.demo import examples_dir, run_demo
+from conceptseg.cli.demo import examples_dir, run_demo
 
 
 @pytest.fixture(scope="module")

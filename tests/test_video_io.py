@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conceptseg.errors import InputError
-from conceptseg.video.errors import VideoInputError
+from conceptseg.errors import VideoInputError
 from conceptseg.video.io import open_video
 from conceptseg.video.preprocess import (
     preprocess_frame_cv2, preprocess_frame_folder, preprocess_frame_torchcodec, resize_cubic_uint8,

@@ -95,11 +95,11 @@ def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | 
 
     from ..data.synthetic import SceneConfig, derive_seed, make_scene
     from ..inference.image import ImagePredictor
-    from .cli import SYNTHETIC_TEST_SEED
+    from ..data.splits import EXEMPLAR_TEST_SEED
     from .io import load_ground_truth, load_predictions
     from .saco import evaluate_cgf1
 
-    seed = SYNTHETIC_TEST_SEED + 17 if seed is None else seed
+    seed = EXEMPLAR_TEST_SEED if seed is None else seed
     size = model.config.vision.image_size
     scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
               for i in range(num_images)]

@@ -14,7 +14,7 @@ and is re-exported here.
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import EvalInputError
 
 import json
 import math
@@ -54,15 +54,6 @@ SACO_GOLD_SUBSETS = (
     "attributes",
     "wiki_common",
 )
-
-
-class EvalInputError(InputError):
-    """Malformed ground truth or predictions.  ``index`` / ``entry_id`` name the entry."""
-
-    def __init__(self, message: str, index: int | None = None, entry_id: Any = None):
-        super().__init__(message)
-        self.index = index
-        self.entry_id = entry_id
 
 
 @dataclass(frozen=True)

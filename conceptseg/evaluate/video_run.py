@@ -38,7 +38,7 @@ def synthetic_video_test_set(spec: str, out: Path, image_size: int,
     """'synthetic' or 'synthetic:N' (default N = 20 videos): the held-out synthetic video test
     split at ``image_size``, written once under ``out/`` and reused by later runs."""
     from ..data.synthetic_video import write_video_dataset
-    from .cli import SYNTHETIC_TEST_SEED
+    from ..data.splits import TEST_SEED
 
     _, _, n = spec.partition(":")
     if n and not n.isdigit():
@@ -49,7 +49,7 @@ def synthetic_video_test_set(spec: str, out: Path, image_size: int,
         raise InputError(f"--data {spec!r}: need at least one video of at least one frame")
     path = out / f"synthetic_video_test_{num}x{num_frames}_{image_size}px" / "annotations.json"
     if not path.exists():  # annotations.json is written (atomically) after every frame
-        write_video_dataset(path.parent, num, seed=SYNTHETIC_TEST_SEED, num_frames=num_frames,
+        write_video_dataset(path.parent, num, seed=TEST_SEED, num_frames=num_frames,
                             image_size=image_size, split="test")
     return path
 

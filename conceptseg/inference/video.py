@@ -77,14 +77,14 @@ from ..errors import InputError
 from ..model.detector import ImageFeatures, TextFeatures
 from ..text.tokenizer import ClipTokenizer
 from ..tracker.tracker import TrackerFeatures
-from .image import parse_clicks
+from .prompts import parse_clicks
 from ..video.association import AssociationConfig, Associator
 from ..video.io import open_video
 from ..video.matching import Detections
-from ..video.model import VideoModel
+from ..model.video_model import VideoModel
 from ..video.postprocess import finalize_frame
 from ..video.source import VideoSource
-from .image import validate_exemplars, validate_text
+from .prompts import validate_exemplars, validate_text
 from .video_clicks import ClickEditing
 from .video_engine import FrameEngine
 from .video_groups import ObjectGroups, _Group

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..data.phrases import DEFAULT_HELD_OUT_PAIRS, mentions_pair, parse_phrase
+from ..data.splits import QUICK_EVAL_SEED
 from ..data.synthetic import SceneConfig, SyntheticConceptDataset
 
 __all__ = ["quick_eval", "collect", "summarize", "Row", "auc"]
@@ -95,7 +96,7 @@ class Row:
 
 
 @torch.no_grad()
-def collect(model, num_images: int = 64, seed: int = 987_654_321, split: str = "train",
+def collect(model, num_images: int = 64, seed: int = QUICK_EVAL_SEED, split: str = "train",
             max_attributes: int = 4, negative_mode: str = "mixed", batch_images: int = 8,
             scene: SceneConfig | None = None) -> list[Row]:
     """Run ``model`` on every (image, phrase) datapoint of ``num_images`` fresh scenes."""
@@ -207,7 +208,7 @@ def summarize(rows: list[Row], threshold: float = 0.5, presence_shift: float = 0
     return res
 
 
-def quick_eval(model, num_images: int = 64, seed: int = 987_654_321, split: str = "train",
+def quick_eval(model, num_images: int = 64, seed: int = QUICK_EVAL_SEED, split: str = "train",
                max_attributes: int = 4, negative_mode: str = "mixed", threshold: float = 0.5,
                batch_images: int = 8, scene: SceneConfig | None = None) -> dict:
     rows = collect(model, num_images, seed, split, max_attributes, negative_mode, batch_images,

@@ -59,7 +59,7 @@ def make_video_model(init: str | None, config=None, tracker_config=None, seed: i
     from ..checkpoint import CheckpointError
     from ..tracker.neck import TrackerNeck
     from ..tracker.tracker import Tracker
-    from ..video.model import VideoModel
+    from ..model.video_model import VideoModel
     from .loop import _load_model_config
 
     cfg = _load_model_config(config) if isinstance(config, str) else config

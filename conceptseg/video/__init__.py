@@ -2,7 +2,7 @@
 (``preprocess``), overlay writing (``writer``) and the detection <-> track association of SAM 3
 video inference (``association``, with ``matching``, ``heuristics`` and ``postprocess``)."""
 
-from .errors import VideoInputError
+from ..errors import VideoInputError
 from .io import open_video
 from .preprocess import (preprocess_frame_cv2, preprocess_frame_folder,
                          preprocess_frame_torchcodec, to_model_input)

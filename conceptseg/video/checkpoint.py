@@ -35,7 +35,7 @@ from ..config import Sam3Config
 from ..tracker.config import TRACKER_PRESETS, TrackerConfig
 from ..tracker.neck import NECK_PREFIX, TrackerNeck
 from ..tracker.tracker import Tracker
-from .model import VideoModel, check_compatible, tracker_config_for
+from ..model.video_model import VideoModel, check_compatible, tracker_config_for
 
 TRACKER_PREFIX = "tracker."
 NECK_KEY_PREFIX = NECK_PREFIX + "sam2_convs."  # detector.backbone.vision_backbone.sam2_convs.

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import VideoInputError
+from ..errors import VideoInputError
 from .source import VideoSource
 
 __all__ = ["VideoFileSource"]

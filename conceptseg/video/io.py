@@ -50,7 +50,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import VideoInputError
+from ..errors import VideoInputError
 from .file_source import VideoFileSource
 from .preprocess import (preprocess_frame_cv2, preprocess_frame_folder, preprocess_frame_torchcodec,
                          resize_cubic_uint8, to_model_input)

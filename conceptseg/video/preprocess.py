@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import VideoInputError
+from ..errors import VideoInputError
 
 __all__ = ["preprocess_frame_folder", "preprocess_frame_cv2", "preprocess_frame_torchcodec",
            "resize_cubic_uint8", "to_model_input"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import VideoInputError
+from ..errors import VideoInputError
 from .preprocess import _PREPROCESS
 
 __all__ = ["VideoSource", "FrameFolderSource"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
-from .errors import VideoInputError
+from ..errors import VideoInputError
 from .file_source import _import_av
 from .preprocess import _as_uint8_rgb
 

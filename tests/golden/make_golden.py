@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from conceptseg import ImagePredictor, load
-from conceptseg.demo import examples_dir
+from conceptseg.cli.demo import examples_dir
 
 OUT = Path(__file__).with_name("shipped_outputs.json")
 

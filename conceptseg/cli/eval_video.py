@@ -27,8 +27,8 @@ from ..errors import InputError
 
 
 def _load_pred(path: Path, gt):
-    from .io import load_json
-    from .video import tracks_to_ytvis
+    from ..evaluate.io import load_json
+    from ..evaluate.video import tracks_to_ytvis
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".json")
@@ -46,8 +46,8 @@ def _load_pred(path: Path, gt):
 def _run_model(args):
     """--model + --data: write / find the dataset, predict every pair (resumable); returns
     (GT path, YTVIS predictions)."""
-    from .video import load_video_ground_truth
-    from .video_run import (DEFAULT_NUM_FRAMES, model_label, predict_videos, resolve_videos,
+    from ..evaluate.video import load_video_ground_truth
+    from ..evaluate.video_run import (DEFAULT_NUM_FRAMES, model_label, predict_videos, resolve_videos,
                             synthetic_video_test_set)
 
     if args.gt or args.pred:
@@ -85,7 +85,7 @@ def _run_model(args):
 
 
 def cmd_eval_video(args) -> int:
-    from .video import evaluate_video, load_video_ground_truth, write_video_report
+    from ..evaluate.video import evaluate_video, load_video_ground_truth, write_video_report
 
     if args.iou_type != "segm":
         raise InputError("--video evaluates masks only (--iou-type segm)")

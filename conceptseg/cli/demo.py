@@ -8,8 +8,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .atomic import atomic_write
-from .cli import _merge_overlays
+from ..atomic import atomic_write
+from .common import merge_overlays
 
 
 def examples_dir() -> Path:
@@ -18,9 +18,9 @@ def examples_dir() -> Path:
 
 def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
              threshold: float = 0.5) -> list[Path]:
-    from .build import load
-    from .inference.image import ImagePredictor
-    from .inference.image_io import load_image
+    from ..build import load
+    from ..inference.image import ImagePredictor
+    from ..inference.image_io import load_image
 
     out = Path(out_dir)
     model = load(checkpoint)
@@ -44,7 +44,7 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
             atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
             written.append(path)
         combined = out / f"{stem}_all.png"
-        merged = _merge_overlays(results, rgb)
+        merged = merge_overlays(results, rgb)
         atomic_write(combined, lambda tmp: merged.save(tmp, format="PNG"))
         written.append(combined)
         summary[name] = [r.to_json() for r in results]
@@ -65,9 +65,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 def _run_video_demo(videos: dict[str, list[str]], out: Path, checkpoint: str | None) -> list[Path]:
     """Track each clip's prompts with the video model (detector + tracker); overlay mp4 + JSON
     per prompt. Skipped with a note when PyAV is missing or the checkpoint has no tracker."""
-    from .build import load_video_model
-    from .checkpoint import CheckpointError
-    from .track_cli import run_track
+    from ..build import load_video_model
+    from ..checkpoint import CheckpointError
+    from .track import run_track
 
     try:
         import av  # noqa: F401

@@ -102,8 +102,8 @@ def add_tracker_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from .losses import LossWeights
-    from .loop import TrainConfig
+    from ..train.losses import LossWeights
+    from ..train.loop import TrainConfig
 
     if args.steps <= 0:
         raise InputError("--steps must be positive")
@@ -135,10 +135,10 @@ def config_from_args(args):
 
 def cmd_train(args) -> int:
     if args.stage == "tracker":
-        from .tracker import cmd_train_tracker
+        from ..train.tracker import cmd_train_tracker
 
         return cmd_train_tracker(args)
-    from .loop import train
+    from ..train.loop import train
 
     cfg = config_from_args(args)
     if not args.resume and not args.config and not args.init:

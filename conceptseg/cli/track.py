@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from .atomic import atomic_write
-from .errors import InputError
+from ..atomic import atomic_write
+from ..errors import InputError
 
 
 def register(sub) -> None:
@@ -42,7 +42,7 @@ def register(sub) -> None:
 def _load_video_model(args):
     from tqdm import tqdm
 
-    from .build import default_weights_path, load_video_model
+    from ..build import default_weights_path, load_video_model
 
     path = args.checkpoint or default_weights_path()
     with tqdm(total=1, desc=f"loading {Path(path).name}", file=sys.stderr, leave=False,
@@ -53,8 +53,8 @@ def _load_video_model(args):
 
 
 def cmd_track(args) -> int:
-    from .inference.image import validate_text
-    from .video.io import open_video
+    from ..inference.prompts import validate_text
+    from ..video.io import open_video
 
     # everything cheap first, before loading a (possibly multi-GB) model
     text = validate_text(args.text)
@@ -80,8 +80,8 @@ def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None
     masklet JSON (atomically). Returns the JSON document (ids, per-frame RLE masks)."""
     from tqdm import tqdm
 
-    from .inference.video import VideoSession
-    from .video.writer import draw_overlay, write_overlay_video
+    from ..inference.video import VideoSession
+    from ..video.writer import draw_overlay, write_overlay_video
 
     with VideoSession(model, video, precision=precision,
                       file_preprocessing=file_preprocessing) as session:

@@ -4,71 +4,10 @@ dataset first (streamed and resumable), then score it. Writes report.json, summa
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from ..errors import InputError
-
-
-def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
-                    dump_threshold: float = 0.05, progress: bool = True,
-                    model_name: str = "") -> Path:
-    """Run ``model`` on every datapoint of an SA-Co-style JSON and stream COCO results to
-    ``out_path``. Datapoints are grouped by image so each image is encoded once and its phrases
-    run as one batch. Interrupted runs resume where they stopped (finished datapoints are
-    kept in ``out_path.partial.jsonl``)."""
-    from tqdm import tqdm
-
-    from ..inference.image import ImagePredictor
-    from .io import PredictionWriter
-
-    data = json.loads(Path(gt_path).read_text())
-    root = Path(images_dir) if images_dir else Path(gt_path).parent
-    by_file: dict[str, list[dict]] = defaultdict(list)
-    for entry in data.get("images", []):
-        if "text_input" not in entry or "file_name" not in entry:
-            raise InputError(f"{gt_path}: image entry {entry.get('id')} needs file_name and text_input")
-        by_file[entry["file_name"]].append(entry)
-    from .writer import file_hash
-
-    writer = PredictionWriter(out_path, resume=True, key={
-        "gt": file_hash(gt_path), "model": model_name, "threshold": dump_threshold})
-    pred = ImagePredictor(model)
-    todo = {f: [e for e in es if e["id"] not in writer] for f, es in by_file.items()}
-    todo = {f: es for f, es in todo.items() if es}
-    if len(todo) < len(by_file):
-        print(f"resuming: {len(by_file) - len(todo)} of {len(by_file)} images already done")
-    with writer:
-        for file_name, entries in tqdm(todo.items(), desc="predicting", unit="img",
-                                       disable=not progress):
-            path = root / file_name
-            if not path.exists():
-                path = root / "images" / file_name
-            pred.set_image(path)
-            results = pred.predict(text=[e["text_input"] for e in entries], threshold=dump_threshold)
-            for e, r in zip(entries, results):
-                writer.write(e["id"], r.to_coco(image_id=e["id"]))
-        writer.finalize()
-    return out_path
-
-
-SYNTHETIC_TEST_SEED = 1_000_003  # far from the training seeds: new scenes
-
-
-def _synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
-    """'synthetic' or 'synthetic:N': a held-out test split of the concept data engine (new seeds,
-    scenes that contain the colour-shape pairs held out of training), written once under out/."""
-    from ..data.synthetic import write_coco
-
-    _, _, n = spec.partition(":")
-    try:
-        num = int(n) if n else 200
-    except ValueError:
-        raise InputError(f"--data {spec!r}: expected synthetic or synthetic:N") from None
-    path = out / f"synthetic_test_{num}" / "annotations.json"
-    if not path.exists():
-        write_coco(path.parent, num, seed=SYNTHETIC_TEST_SEED, image_size=image_size, split="test")
-    return path
+from ..evaluate.predict import heldout_subsets, predict_dataset, synthetic_test_set
 
 
 def _write_json(path: Path, obj) -> None:
@@ -77,42 +16,12 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 
-def _heldout_subsets(gt, preds, iou_type: str, threshold: float) -> dict:
-    """Synthetic test splits (their ``info`` lists ``held_out_pairs``): metrics on the phrases
-    that name a held-out colour-shape pair (compositional generalisation) and on the others."""
-    from ..data.phrases import parse_phrase
-    from .io import restrict
-    from .saco import evaluate_cgf1
-
-    info = gt.coco[0].get("info", {}) if gt.coco and isinstance(gt.coco[0], dict) else {}
-    pairs = {tuple(p) for p in info.get("held_out_pairs") or []}
-    if not pairs:
-        return {}
-
-    def names_pair(dp) -> bool:
-        try:
-            q = parse_phrase(dp.text)
-        except ValueError:
-            return False
-        return (q.get("color"), q.get("shape")) in pairs
-
-    out = {}
-    for name, keep in (("held-out pairs", names_pair), ("other phrases", lambda d: not names_pair(d))):
-        sub = restrict(gt, keep)
-        if not sub.eval_ids:
-            continue
-        r = evaluate_cgf1(sub, preds, iou_type, threshold)
-        out[name] = {"cgF1": r.cgF1, "pmF1": r.pmF1, "IL_MCC": r.IL_MCC,
-                     "num_evaluated": len(sub.eval_ids), "num_positive": r.counts["num_positive"]}
-    return out
-
-
 def cmd_eval(args) -> int:
-    from . import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
+    from ..evaluate import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
 
     if getattr(args, "exemplars", False):
         from ..build import load
-        from .exemplar import evaluate_exemplars
+        from ..evaluate.exemplar import evaluate_exemplars
 
         spec = args.data or "synthetic:50"
         _, _, n = spec.partition(":")
@@ -128,7 +37,7 @@ def cmd_eval(args) -> int:
               f"one instance); {Path(args.out) / 'exemplars.json'}")
         return 0
     if getattr(args, "video", False):
-        from .video_cli import cmd_eval_video
+        from .eval_video import cmd_eval_video
 
         return cmd_eval_video(args)
     out = Path(args.out)
@@ -141,8 +50,8 @@ def cmd_eval(args) -> int:
 
         model = load(args.model or None)
         if args.data.startswith("synthetic"):
-            args.data = str(_synthetic_test_set(args.data, out, model.config.vision.image_size))
-        from .video_run import model_label
+            args.data = str(synthetic_test_set(args.data, out, model.config.vision.image_size))
+        from ..evaluate.video_run import model_label
 
         pred_path = predict_dataset(model, args.data, args.images, out / "predictions.json",
                                     args.dump_threshold, model_name=model_label(args.model))
@@ -165,7 +74,7 @@ def cmd_eval(args) -> int:
         _write_json(out / "coco_ap.json", stats)
     print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
           f"({args.iou_type}, {report.counts.get('num_datapoints', '?')} datapoints)")
-    subsets = _heldout_subsets(gt, preds, args.iou_type, args.threshold)
+    subsets = heldout_subsets(gt, preds, args.iou_type, args.threshold)
     if subsets:
         _write_json(out / "subsets.json", subsets)
         for name, r in subsets.items():

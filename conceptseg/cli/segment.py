@@ -1,0 +1,65 @@
+"""``conceptseg segment``: every instance of one or more concepts in an image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write
+from ..errors import InputError
+from .common import image_format, load_model, merge_overlays, parse_exemplar
+
+
+def register(sub) -> None:
+    s = sub.add_parser("segment", help="find every instance of a concept in an image")
+    s.add_argument("image")
+    s.add_argument("--text", action="append", default=[],
+                   help="noun phrase; repeat for several concepts (batched)")
+    s.add_argument("--exemplar", action="append", default=[], metavar="x0,y0,x1,y1[:neg]",
+                   help="exemplar box in pixels; ':neg' marks a negative example")
+    s.add_argument("--checkpoint", help="sam3.pt, HF safetensors (file or dir) or ours; "
+                                        "default: the small model shipped in the package")
+    s.add_argument("--config", help="preset name or config JSON for checkpoints of custom size")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--out", help="overlay image to write (png/jpg)")
+    s.add_argument("--json", help="JSON with RLE masks, boxes and scores")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    s.set_defaults(func=cmd_segment)
+
+
+def cmd_segment(args) -> int:
+    from ..inference.image import ImagePredictor
+    from ..inference.prompts import validate_exemplars, validate_text
+    from ..inference.image_io import load_image
+
+    # Validate everything cheap before loading a (possibly multi-GB) model.
+    exemplars = [parse_exemplar(s) for s in args.exemplar]
+    if not args.text and not exemplars:
+        raise InputError("give --text, --exemplar, or both")
+    for t in args.text:
+        validate_text(t)
+    rgb = load_image(args.image)
+    validate_exemplars(exemplars, rgb.shape[1], rgb.shape[0])
+    model = load_model(args)
+    pred = ImagePredictor(model, precision=args.precision)
+    pred.set_image(rgb)
+    texts = args.text or [None]
+    results = pred.predict(text=list(texts) if args.text else None, exemplars=exemplars,
+                           threshold=args.threshold)
+    results = results if isinstance(results, list) else [results]
+    for r in results:
+        print(f"{r.text or 'exemplars'!r}: {len(r)} instance(s), presence {r.presence:.3f}"
+              + ("".join(f"\n  score {s:.3f} box {[round(v, 1) for v in b]}"
+                         for s, b in zip(r.scores.tolist(), r.boxes.tolist()))))
+    if args.out:
+        overlay = merge_overlays(results, rgb)
+        atomic_write(Path(args.out), lambda t: overlay.save(t, format=image_format(args.out)))
+        print(f"overlay written to {args.out}")
+    if args.json:
+        doc = {"image": str(args.image), "results": [r.to_json(image_id=0) for r in results]}
+        atomic_write(Path(args.json), lambda t: Path(t).write_text(json.dumps(doc)))
+        print(f"json written to {args.json}")
+    return 0
+
+

@@ -1,0 +1,89 @@
+"""Prompt parsing shared by the image predictor, video sessions and the command line: text,
+exemplar boxes with labels, clicks. Each gives one-line :class:`~conceptseg.errors.InputError`s."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+MAX_PROMPT_CHARS = 500  # the encoder sees 32 tokens; far longer text is a mistake, not a prompt
+Exemplar = tuple[Sequence[float], bool]  # ((x0, y0, x1, y1) in pixels, positive?)
+
+
+def validate_text(text) -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("prompt is not valid UTF-8") from None
+    if not isinstance(text, str):
+        raise InputError(f"prompt must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. surrogate-escaped bytes from a non-UTF-8 command line
+        raise InputError("prompt is not valid UTF-8") from None
+    if not text.strip():
+        raise InputError("prompt is empty")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"prompt has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS} "
+                         "(the text encoder reads 32 tokens)")
+    return text
+
+
+def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel xyxy boxes with labels -> (N x 4 normalised cxcywh, N labels)."""
+    boxes, labels = [], []
+    for i, item in enumerate(exemplars):
+        try:
+            box, positive = item
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except (TypeError, ValueError):
+            raise InputError(f"exemplar {i} must be ((x0, y0, x1, y1), positive)") from None
+        if not all(map(lambda v: v == v and abs(v) != float("inf"), (x0, y0, x1, y1))):
+            raise InputError(f"exemplar {i} has a non-finite coordinate")
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) needs x0 < x1 and y0 < y1")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the "
+                             f"{width}x{height} image")
+        boxes.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width,
+                      (y1 - y0) / height])
+        labels.append(1 if positive else 0)
+    return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(labels).long()
+
+
+def parse_clicks(points, labels, width: int, height: int, what: str = "image"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clicks in pixel (x, y) with labels 1 (positive) / 0 (negative; default all positive)
+    -> (N x 2 float32, N int32), or an InputError saying what is wrong."""
+    try:
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise InputError("points must be a list of (x, y) pixel coordinates") from None
+    if pts.dim() == 1 and pts.numel() == 2:
+        pts = pts[None]
+    if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+        raise InputError(f"points must be N x 2 (x, y) with N >= 1, got shape {tuple(pts.shape)}")
+    if not torch.isfinite(pts).all():
+        raise InputError("points must be finite numbers")
+    if labels is None:
+        labs = torch.ones(pts.shape[0], dtype=torch.int32)
+    else:
+        try:
+            labs = torch.as_tensor(np.asarray(labels).reshape(-1).astype(np.int64))
+        except (TypeError, ValueError):
+            raise InputError("labels must be 1 (positive) or 0 (negative) per point") from None
+        if labs.numel() != pts.shape[0]:
+            raise InputError(f"{pts.shape[0]} points but {labs.numel()} labels")
+        if not bool(((labs == 0) | (labs == 1)).all()):
+            raise InputError("labels must be 1 (positive) or 0 (negative)")
+        labs = labs.to(torch.int32)
+    for x, y in pts.tolist():
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"click ({x:g}, {y:g}) lies outside the {width}x{height} {what}")
+    return pts, labs
