@@ -11,7 +11,7 @@ import torch
 from conceptseg.build import build_model, load
 from conceptseg.config import get_config
 from conceptseg.train.calibrate import apply_shifts, calibrate
-from conceptseg.train.loop import save_weights
+from conceptseg.train.detect import save_weights
 from conceptseg.train.quick_eval import collect, quick_eval, summarize
 
 

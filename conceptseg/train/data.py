@@ -14,8 +14,12 @@ import torch.nn.functional as F
 
 from ..config import Sam3Config
 from ..data.phrases import ATTRIBUTES, VALUES
-from ..data.synthetic import (SceneConfig, SyntheticConceptDataset, box_xyxy_to_cxcywh_norm,
-                              derive_seed)
+from ..data.synthetic import (
+    SceneConfig,
+    SyntheticConceptDataset,
+    box_xyxy_to_cxcywh_norm,
+    derive_seed,
+)
 from ..errors import InputError
 from .losses import resize_masks
 
