@@ -16,16 +16,9 @@ from conceptseg.train.config import TrainConfig
 from conceptseg.train.detect import train
 from conceptseg.train.tracker import train_tracker
 from conceptseg.train.tracker_step import TrackerTrainConfig
+from tests.test_train import _Kill, _kill_after
 
 quiet = lambda *a: None  # noqa: E731
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -36,17 +29,6 @@ def _cfg(out: Path, **kw) -> TrainConfig:
 
 def _metrics(run: Path) -> list[dict]:
     return [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-class _Kill(Exception):
-    pass
-
-
-def _kill_after(k):
-    def hook(step, comps):
-        if step == k:
-            raise _Kill
-    return {"step_end": hook}
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):

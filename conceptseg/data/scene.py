@@ -15,25 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .phrases import Datapoint
-from .scene_sampling import (
-    SceneConfig,
-    acceptable_objects,
-    image_hw,
-    mask_box,
-    object_diameter,
-    pick,
-    sample_degradation,
-    sample_object_attrs,
-    scene_datapoints,
-)
-from .shapes import (
-    composite,
-    degrade,
-    make_background,
-    rasterize,
-    sample_appearance,
-    to_uint8_hwc,
-)
+from .scene_sampling import (SceneConfig, acceptable_objects, image_hw, mask_box, object_diameter,
+                             pick, sample_degradation, sample_object_attrs, scene_datapoints)
+from .shapes import (composite, degrade, make_background, rasterize, sample_appearance,
+                     to_uint8_hwc)
 
 __all__ = ["Instance", "Scene", "make_scene"]
 

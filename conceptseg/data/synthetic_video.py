@@ -12,27 +12,11 @@ import numpy as np
 from ..runtime import progress as progress_bar
 from .coco_export import atomic_json, atomic_png, box_xywh, mask_to_rle
 from .phrases import Datapoint
-from .scene_sampling import (
-    SceneConfig,
-    acceptable_objects,
-    derive_seed,
-    image_hw,
-    mask_box,
-    object_diameter,
-    pick,
-    sample_degradation,
-    sample_object_attrs,
-    scene_datapoints,
-)
-from .shapes import (
-    UNIT_EXTENT,
-    composite,
-    degrade,
-    make_background,
-    rasterize,
-    sample_appearance,
-    to_uint8_hwc,
-)
+from .scene_sampling import (SceneConfig, acceptable_objects, derive_seed, image_hw, mask_box,
+                             object_diameter, pick, sample_degradation, sample_object_attrs,
+                             scene_datapoints)
+from .shapes import (UNIT_EXTENT, composite, degrade, make_background, rasterize,
+                     sample_appearance, to_uint8_hwc)
 from .splits import TRAIN_SEED
 
 __all__ = ["VideoObject", "Video", "make_video", "write_video_dataset"]

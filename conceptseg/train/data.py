@@ -14,13 +14,10 @@ import torch.nn.functional as F
 
 from ..config import Sam3Config
 from ..data.phrases import ATTRIBUTES, VALUES
-from ..data.synthetic import (
-    SceneConfig,
-    SyntheticConceptDataset,
-    box_xyxy_to_cxcywh_norm,
-    derive_seed,
-)
+from ..data.concept_dataset import SyntheticConceptDataset, box_xyxy_to_cxcywh_norm
+from ..data.scene_sampling import SceneConfig, derive_seed
 from ..errors import InputError
+from ..text.tokenizer import ClipTokenizer
 from .losses import resize_masks
 
 __all__ = ["mask_resolution", "CurriculumStage", "parse_curriculum", "SyntheticStream",
@@ -210,8 +207,6 @@ class Collator:
     """Items -> model inputs + loss targets (masks area-resized to the prediction grid)."""
 
     def __init__(self, mask_hw: tuple[int, int], context_length: int = 32):
-        from ..text.tokenizer import ClipTokenizer
-
         self.mask_hw = mask_hw
         self.tok = ClipTokenizer(context_length=context_length)
         self._cache: dict[str, torch.Tensor] = {}

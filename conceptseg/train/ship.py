@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..build import load, load_video_model, save_video_checkpoint
 from ..errors import InputError
 
 __all__ = ["assemble"]
@@ -24,8 +25,6 @@ TRUNK = "backbone.vision_backbone.trunk."
 
 def assemble(detector_path: str, tracker_path: str, out: str, half: bool = True,
              allow_trunk_mismatch: bool = False):
-    from ..build import load, load_video_model, save_video_checkpoint
-
     video = load_video_model(tracker_path)
     detector = load(detector_path)
     new, old = detector.state_dict(), video.detector.state_dict()
