@@ -38,7 +38,7 @@ from safetensors import safe_open
 from ..atomic import atomic_write
 from ..build import load, load_video_model, save_video_checkpoint
 from ..data.splits import VALIDATION_SEED
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConceptSegError
 from ..runtime import check_output_path
 from .detect import save_weights
 from .quick_eval import collect, summarize
@@ -131,4 +131,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ConceptSegError as e:  # one line and status 2, as the conceptseg commands do
+        print(f"python -m conceptseg.train.calibrate: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -311,7 +311,3 @@ class CocoConceptDataset:
                             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4).clamp(0, 1),
                             "masks": mt, "presence": torch.tensor(float(bool(dp.anns)))})
         return {"image": image, "image_id": index, "queries": queries}
-
-
-def count_datapoints(ds: CocoConceptDataset) -> int:
-    return sum(len(im.datapoints) for im in ds.images)

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ..data.phrases import DEFAULT_HELD_OUT_PAIRS, mentions_pair, parse_phrase
-from ..data.splits import QUICK_EVAL_SEED
 from ..build import load
 from ..data.concept_dataset import SyntheticConceptDataset
+from ..data.phrases import DEFAULT_HELD_OUT_PAIRS, mentions_pair, parse_phrase
 from ..data.scene_sampling import SceneConfig
+from ..data.splits import QUICK_EVAL_SEED
 from ..ops.masks import mask_iou
 from ..text.tokenizer import ClipTokenizer
 

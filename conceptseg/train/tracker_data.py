@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ..data.scene_sampling import SceneConfig, derive_seed
-from ..ops.boxes import masks_to_boxes
 from ..data.synthetic_video import make_video
+from ..ops.boxes import masks_to_boxes
 
 __all__ = ["TrackClip", "TrackerStream", "Prompt", "sample_prompt", "sample_error_clicks",
            "mask_boxes"]
