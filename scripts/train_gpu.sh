@@ -61,7 +61,7 @@ for n in gpu-a gpu-b; do
   $PY -c "
 import sys, torch
 from conceptseg.build import load
-from conceptseg.train.loop import save_weights
+from conceptseg.train.detect import save_weights
 m = load(sys.argv[1] + '/model.safetensors')
 save_weights(m, __import__('pathlib').Path(sys.argv[2]), half=True)" "$R/$n" "$OUT/$n.safetensors" || true
   cp "$R/$n/metrics.jsonl" "$OUT/$n.metrics.jsonl" || true

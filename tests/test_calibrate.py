@@ -11,7 +11,7 @@ import torch
 from conceptseg.build import build_model, load
 from conceptseg.config import get_config
 from conceptseg.train.calibrate import apply_shifts, calibrate
-from conceptseg.train.loop import save_weights
+from conceptseg.train.detect import save_weights
 from conceptseg.train.quick_eval import collect, quick_eval, summarize
 
 
@@ -62,3 +62,26 @@ def test_calibrate_picks_the_best_point_of_its_grid(model):
     # ties go to the smallest total shift
     assert all(abs(r["presence_shift"]) + abs(r["score_shift"]) >= abs(dp) + abs(dq)
                for r in table if r["cgF1"] == best)
+
+
+def test_calibrate_command_keeps_the_tracker_and_float16(tmp_path, capsys):
+    """``python -m conceptseg.train.calibrate`` on the shipped file (a float16 video checkpoint)
+    writes a float16 video checkpoint: the tracker is not dropped, the dtype not widened."""
+    from safetensors import safe_open
+
+    from conceptseg.build import default_weights_path, load_video_model
+    from conceptseg.train.calibrate import main
+
+    src = default_weights_path()
+    if not src.exists():
+        pytest.skip("the shipped model is not available")
+    out = tmp_path / "cal.safetensors"
+    assert main([str(src), "--out", str(out), "--images", "2", "--threads", "1"]) == 0
+    video = load_video_model(out)
+    shipped = load_video_model(src)
+    for k, v in shipped.tracker.state_dict().items():
+        assert torch.equal(video.tracker.state_dict()[k], v), k
+    with safe_open(str(out), "pt") as f:
+        assert "F32" not in {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert out.stat().st_size < 1.2 * src.stat().st_size
+    assert (tmp_path / "cal.safetensors.calibration.json").exists()

@@ -134,7 +134,8 @@ def test_overfit_few_scenes_learns_boxes_and_presence():
 def _overfit(model):
     from conceptseg.data.synthetic import SceneConfig, SyntheticConceptDataset
     from conceptseg.train.data import Collator, mask_resolution
-    from conceptseg.train.loop import TrainConfig, build_optimizer
+    from conceptseg.train.config import TrainConfig
+    from conceptseg.train.optim import build_optimizer
 
     S = model.config.vision.image_size
     ds = SyntheticConceptDataset(4, seed=3, image_size=S, phrases_per_image=4,
@@ -186,7 +187,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_resume_after_kill_gives_identical_weights(tmp_path):
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     def cfg(out):
         return TrainConfig(out=str(out), steps=5, batch_images=2, phrases_per_image=2,
@@ -208,7 +209,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
 
 
 def test_pretrain_stage_runs_and_resumes(tmp_path):
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     c = TrainConfig(out=str(tmp_path / "p"), stage="pretrain", steps=3, batch_images=2,
                     checkpoint_every=1, progress=False, lr=1e-3, threads=1)
@@ -317,7 +318,7 @@ def test_finetune_official_fixture_resumes_without_losing_an_epoch(coco_dir, tmp
     if not FIXTURE.exists():
         pytest.skip(f"official fixture {FIXTURE} is not available")
     from conceptseg.cli import main
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     ann = str(coco_dir / "annotations.json")
 
@@ -408,7 +409,7 @@ def test_exemplar_rows_target_the_boxed_kind():
 
 
 def test_attribute_aux_loss_and_exemplars_train(tmp_path):
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     c = TrainConfig(out=str(tmp_path / "x"), steps=2, batch_images=2, phrases_per_image=2,
                     log_every=1, progress=False, threads=1, attr_aux=1.0, exemplars=0.5)
@@ -455,7 +456,7 @@ def test_token_owners_and_attribute_loss():
 
 
 def test_stop_at_then_resume_equals_one_run(tmp_path):
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     def cfg(out, stop=None):
         return TrainConfig(out=str(out), steps=4, batch_images=2, phrases_per_image=2,
@@ -482,7 +483,7 @@ def test_match_batch_one_host_copy_equals_row_by_row():
 
 
 def test_workers_give_the_same_run_and_time_limit_checkpoints(tmp_path):
-    from conceptseg.train.loop import TrainConfig, train
+    from conceptseg.train.detect import TrainConfig, train
 
     def cfg(out, **kw):
         return TrainConfig(out=str(out), steps=3, batch_images=2, phrases_per_image=2, dn=True,

@@ -145,7 +145,7 @@ def test_ship_assembles_detector_and_tracker(tmp_path):
 
     from conceptseg.build import build_video_model, load_video_model, save_video_checkpoint
     from conceptseg.errors import InputError
-    from conceptseg.train.loop import save_weights
+    from conceptseg.train.detect import save_weights
     from conceptseg.train.ship import assemble
 
     video = build_video_model("test", seed=0)

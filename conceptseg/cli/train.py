@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.splits import TRAIN_SEED
 from ..errors import InputError
+from ..train.config import TrainConfig
+from ..train.detect import train
+from ..train.loop import WEIGHTS
+from ..train.losses import LossWeights
+from ..train.tracker import train_tracker
+from ..train.tracker_step import TrackerTrainConfig
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -36,7 +43,8 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                    help="skip bad entries of a COCO JSON (and report how many) instead of stopping")
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
     t.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
-    t.add_argument("--epochs", type=int, help="COCO data: total epochs (overrides --steps)")
+    t.add_argument("--epochs", type=int, help="COCO data: total epochs (overrides --steps; "
+                                               "synthetic data is a stream: use --steps)")
     t.add_argument("--batch-images", type=int, default=8)
     t.add_argument("--phrases-per-image", type=int, default=4)
     t.add_argument("--lr", type=float, default=3e-4)
@@ -70,7 +78,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                         "the ViT output (keeps teaching shapes while the detector trains)")
     t.add_argument("--loss", metavar="k=v,...", default="",
                    help="loss weights, e.g. presence=5,sem_bce=2 (see conceptseg.train.losses)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=TRAIN_SEED)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep RUN/snapshots/step_N.safetensors every N steps")
@@ -87,7 +95,10 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--resume", action="store_true",
-                   help="continue from RUN/train_state.pt (starts fresh if there is none)")
+                   help="continue from RUN/train_state.pt (starts fresh if there is none); "
+                        "changed schedule options (--lr, --steps, ...) apply from there on")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start over in a --out that holds a run (its files are removed)")
 
 
 def add_tracker_arguments(t: argparse.ArgumentParser) -> None:
@@ -101,14 +112,7 @@ def add_tracker_arguments(t: argparse.ArgumentParser) -> None:
                    help="chance per step that one tracked frame gets a corrective click")
 
 
-def config_from_args(args):
-    from ..train.losses import LossWeights
-    from ..train.loop import TrainConfig
-
-    if args.steps <= 0:
-        raise InputError("--steps must be positive")
-    if args.batch_images <= 0 or args.phrases_per_image <= 0:
-        raise InputError("--batch-images and --phrases-per-image must be positive")
+def config_from_args(args) -> TrainConfig:
     weights = LossWeights(o2m_k=args.o2m)
     for item in _csv(args.loss):
         k, _, v = item.partition("=")
@@ -119,35 +123,84 @@ def config_from_args(args):
             setattr(weights, k, cast(v) if cast is not bool else v.lower() in ("1", "true", "yes"))
         except ValueError:
             raise InputError(f"--loss: bad value in {item!r}") from None
-    return TrainConfig(
+    cfg = TrainConfig(
         out=args.out, stage=args.stage, data=args.data, images=args.images, skip_bad=args.skip_bad,
         steps=args.steps, epochs=args.epochs, batch_images=args.batch_images,
         phrases_per_image=args.phrases_per_image, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, clip=args.clip, bf16=args.bf16, freeze=args.freeze,
-        curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux, exemplars=args.exemplars,
-        stop_at=args.stop_at, seed=args.seed,
+        curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux,
+        exemplars=args.exemplars, stop_at=args.stop_at, seed=args.seed,
         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
         log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
         threads=args.threads, workers=args.workers, time_limit=args.time_limit,
         device=args.device, progress=not args.no_progress, loss=weights)
+    cfg.validate()
+    return cfg
+
+
+#: detector-only options (dest -> default) that --stage tracker refuses instead of ignoring
+_DETECTOR_ONLY = {"epochs": None, "images": None, "skip_bad": False, "batch_images": 8,
+                  "phrases_per_image": 4, "backbone_lr_mult": 1.0, "bf16": False, "freeze": (),
+                  "curriculum": None, "o2m": 0, "dac": False, "dn": False, "exemplars": 0.0,
+                  "attr_aux": 0.0, "eval_every": 0, "workers": 0}
+
+
+def tracker_config_from_args(args) -> TrackerTrainConfig:
+    if args.data != "synthetic":
+        raise InputError("--stage tracker trains on synthetic clips only (leave out --data)")
+    for dest, default in _DETECTOR_ONLY.items():
+        if getattr(args, dest) != default:
+            raise InputError(f"--{dest.replace('_', '-')} does not apply to --stage tracker")
+    losses = {}
+    for item in (x.strip() for x in args.loss.split(",") if x.strip()):
+        k, _, v = item.partition("=")
+        if k not in ("focal", "dice", "iou", "obj", "iou_loss"):
+            raise InputError(f"--loss: unknown tracker loss term {k!r} (focal, dice, iou, obj, "
+                             "iou_loss)")
+        if k == "iou_loss":
+            if v not in ("l1", "mse", "bce"):
+                raise InputError("--loss iou_loss must be l1, mse or bce")
+            losses[k] = v
+            continue
+        try:
+            losses[k] = float(v)
+        except ValueError:
+            raise InputError(f"--loss: bad value in {item!r}") from None
+    cfg = TrackerTrainConfig(
+        **losses, out=args.out, steps=args.steps, stop_at=args.stop_at, clips=args.clips,
+        frames=args.frames, max_objects=args.max_objects, correct_prob=args.correct_prob,
+        lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay, clip=args.clip, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
+        log_every=args.log_every, time_limit=args.time_limit, threads=args.threads,
+        device=args.device, progress=not args.no_progress)
+    cfg.validate()
+    return cfg
 
 
 def cmd_train(args) -> int:
     if args.stage == "tracker":
-        from ..train.tracker import cmd_train_tracker
-
-        return cmd_train_tracker(args)
-    from ..train.loop import train
-
+        cfg = tracker_config_from_args(args)
+        if not args.resume and not args.init and not args.config:
+            raise InputError("give --init (a detector or video checkpoint) or --config (a preset)")
+        res = train_tracker(cfg, init=args.init, model_config=args.config,
+                            tracker_config=args.tracker_config, resume=args.resume,
+                            overwrite=args.overwrite)
+        shown = ", ".join(f"{k} {res[k]:.4g}" for k in ("loss", "track_iou", "obj_acc")
+                          if k in res)
+        print(f"trained the tracker to step {res['step']}" + (f" ({shown})" if shown else "")
+              + f"; video model in {cfg.out}/{WEIGHTS}")
+        return 0
     cfg = config_from_args(args)
     if not args.resume and not args.config and not args.init:
         raise InputError("give --config (preset or JSON) or --init (a checkpoint)")
-    res = train(cfg, model_config=args.config, init=args.init, resume=args.resume)
-    shown = ", ".join(f"{k} {res[k]:.4g}" for k in ("loss", "presence", "pres_gap", "matched_iou", "top1")
-                      if k in res)
+    res = train(cfg, model_config=args.config, init=args.init, resume=args.resume,
+                overwrite=args.overwrite)
+    shown = ", ".join(f"{k} {res[k]:.4g}" for k in ("loss", "presence", "pres_gap", "matched_iou",
+                                                     "top1") if k in res)
     print(f"trained to step {res['step']}" + (f" ({shown})" if shown else "")
-          + f"; weights in {cfg.out}/model.safetensors")
+          + f"; weights in {cfg.out}/{WEIGHTS}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """Synthetic concept videos: objects that move, occlude each other, leave and enter, with
-ground-truth masklets and the phrases that match each object (see ``synthetic.py`` for scenes)."""
+ground-truth masklets and the phrases that match each object (see ``scene.py`` for still scenes)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime import progress as progress_bar
+from .coco_export import atomic_json, atomic_png, box_xywh, mask_to_rle
 from .phrases import Datapoint
+from .scene_sampling import (SceneConfig, acceptable_objects, derive_seed, image_hw, mask_box,
+                             object_diameter, pick, sample_degradation, sample_object_attrs,
+                             scene_datapoints)
 from .shapes import (UNIT_EXTENT, composite, degrade, make_background, rasterize,
                      sample_appearance, to_uint8_hwc)
-from .synthetic import (SceneConfig, _acceptable, _atomic_json, _atomic_png, _box_of, _datapoints,
-                        _diameter, _hw, _pick, _sample_degradation, _sample_object_attrs, _xywh,
-                        derive_seed, mask_to_rle)
+from .splits import TRAIN_SEED
 
 __all__ = ["VideoObject", "Video", "make_video", "write_video_dataset"]
 
@@ -86,16 +89,16 @@ def make_video(seed: int, num_frames: int = 8, image_size=224, cfg: SceneConfig 
     """Render a clip of moving, mutually occluding shapes with ground-truth masklets and phrases."""
     cfg = cfg or SceneConfig()
     split = split or cfg.split
-    H, W = _hw(image_size)
+    H, W = image_hw(image_size)
     side, T = min(H, W), int(num_frames)
     for attempt in range(100):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x71DE0, attempt]))
-        bg = make_background(rng, H, W, _pick(rng, cfg.background_kinds))
+        bg = make_background(rng, H, W, pick(rng, cfg.background_kinds))
         n = int(rng.integers(cfg.video_min_objects, cfg.video_max_objects + 1))
-        objs = _sample_object_attrs(rng, n, cfg, split)
+        objs = sample_object_attrs(rng, n, cfg, split)
         geo = []  # per object: (diameter, positions (T,2), angles (T,))
         for attrs in objs:
-            d = _diameter(rng, attrs["size"], side)
+            d = object_diameter(rng, attrs["size"], side)
             ext = UNIT_EXTENT[attrs["shape"]] * d + 1.0
             pos = _trajectory(rng, T, H, W, ext, float(rng.uniform(*cfg.speed_range)) * side, cfg)
             angles = rng.uniform(0, 2 * math.pi) + rng.uniform(-cfg.max_spin, cfg.max_spin) * np.arange(T)
@@ -105,7 +108,7 @@ def make_video(seed: int, num_frames: int = 8, image_size=224, cfg: SceneConfig 
         minpx = cfg.video_min_visible_pixels
         labels = _video_label_maps(rasters, H, W, range(len(objs)))
         keep = [k for k in range(len(objs)) if any((lab == k).sum() >= minpx for lab in labels)]
-        if _acceptable([objs[k] for k in keep], cfg, split):
+        if acceptable_objects([objs[k] for k in keep], cfg, split):
             break
     else:
         raise RuntimeError(f"could not generate a video for seed {seed}")
@@ -114,7 +117,7 @@ def make_video(seed: int, num_frames: int = 8, image_size=224, cfg: SceneConfig 
     if not cfg.shading:
         for app in apps:
             app.shade_amp = 0.0
-    blur, quality = _sample_degradation(rng, cfg)
+    blur, quality = sample_degradation(rng, cfg)
     frames = np.empty((T, H, W, 3), np.uint8)
     for t in range(T):
         canvas = bg.copy()
@@ -128,13 +131,13 @@ def make_video(seed: int, num_frames: int = 8, image_size=224, cfg: SceneConfig 
             m = labels[t] == k
             ok = m.sum() >= minpx
             masks.append(m if ok else None)
-            boxes.append(_box_of(m) if ok else None)
+            boxes.append(mask_box(m) if ok else None)
         objects.append(VideoObject(new_id, dict(objs[k]), masks, boxes))
     attrs = [o.attributes for o in objects]
-    return Video(int(seed), split, frames, objects, _datapoints(rng, attrs, cfg, split))
+    return Video(int(seed), split, frames, objects, scene_datapoints(rng, attrs, cfg, split))
 
 
-def write_video_dataset(out_dir, num_videos: int, seed: int = 0, num_frames: int = 8, image_size=224,
+def write_video_dataset(out_dir, num_videos: int, seed: int = TRAIN_SEED, num_frames: int = 8, image_size=224,
                         cfg: SceneConfig | None = None, split: str = "train", progress: bool = True) -> Path:
     """Write ``frames/<video>/<t>.png`` and a YTVIS / SA-Co-VEval-style ``annotations.json``.
 
@@ -143,19 +146,17 @@ def write_video_dataset(out_dir, num_videos: int, seed: int = 0, num_frames: int
     ``segmentations`` / ``bboxes`` / ``areas`` (None when absent).  ``video_np_pairs``: every
     (video, phrase) datapoint incl. negatives (``num_masklets`` 0).
     """
-    from tqdm import tqdm
-
     cfg = replace(cfg or SceneConfig(), split=split)
     out = Path(out_dir)
     videos, annotations, pairs, categories = [], [], [], {}
-    for i in tqdm(range(num_videos), desc=f"synthetic {split} videos", disable=not progress):
+    for i in progress_bar(range(num_videos), desc=f"synthetic {split} videos", disable=not progress):
         vid = make_video(derive_seed(seed, i, 2), num_frames, image_size, cfg)
         T, H, W = vid.frames.shape[:3]
         name = f"video_{i:05d}"
         (out / "frames" / name).mkdir(parents=True, exist_ok=True)
         files = [f"{name}/{t:05d}.png" for t in range(T)]
         for t in range(T):
-            _atomic_png(out / "frames" / files[t], vid.frames[t])
+            atomic_png(out / "frames" / files[t], vid.frames[t])
         videos.append({"id": i, "video_name": name, "file_names": files, "height": H, "width": W, "length": T})
         for dp in vid.datapoints:
             cat = categories.setdefault(dp.phrase, len(categories) + 1)
@@ -167,11 +168,11 @@ def write_video_dataset(out_dir, num_videos: int, seed: int = 0, num_frames: int
                     "id": len(annotations) + 1, "video_id": i, "category_id": cat, "noun_phrase": dp.phrase,
                     "object_id": o.obj_id, "iscrowd": 0, "height": H, "width": W,
                     "segmentations": [mask_to_rle(m) if m is not None else None for m in o.masks],
-                    "bboxes": [_xywh(b) if b is not None else None for b in o.boxes],
+                    "bboxes": [box_xywh(b) if b is not None else None for b in o.boxes],
                     "areas": [int(m.sum()) if m is not None else None for m in o.masks],
                 })
     path = out / "annotations.json"
-    _atomic_json(path, {"info": {"description": f"conceptseg synthetic videos ({split})", "seed": seed},
+    atomic_json(path, {"info": {"description": f"conceptseg synthetic videos ({split})", "seed": seed},
                         "videos": videos, "annotations": annotations,
                         "categories": [{"id": c, "name": p} for p, c in categories.items()],
                         "video_np_pairs": pairs})

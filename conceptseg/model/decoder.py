@@ -30,12 +30,20 @@ class DecoderLayer(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor, query_pos: Tensor, prompt: Tensor, prompt_padding: Tensor,
-                memory: Tensor, memory_pos: Tensor, box_bias: Tensor) -> Tensor:
+                memory: Tensor, memory_pos: Tensor, box_bias: Tensor,
+                n_self: int | None = None) -> Tensor:
         """x: B x (1+Q) x C with the presence token first (its query_pos is zero);
-        box_bias: B x heads x (1+Q) x HW, additive."""
+        box_bias: B x heads x (1+Q) x HW, additive. ``n_self``: only the first n_self rows take
+        self-attention (among themselves); the others are only normed, so they cannot suppress
+        each other (training-only query groups, see conceptseg/train/dac.py). None: all rows."""
         drop = lambda t: F.dropout(t, self.dropout, self.training)  # noqa: E731
-        q = x + query_pos
-        x = self.norm2(x + drop(self.self_attn(q, q, x)))
+        if n_self is None:
+            q = x + query_pos
+            x = self.norm2(x + drop(self.self_attn(q, q, x)))
+        else:
+            a, b = x[:, :n_self], x[:, n_self:]
+            q = a + query_pos[:, :n_self]
+            x = torch.cat([self.norm2(a + drop(self.self_attn(q, q, a))), self.norm2(b)], 1)
         q = x + query_pos
         x = self.catext_norm(x + drop(self.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding)))
         q = x + query_pos
@@ -52,6 +60,11 @@ class DetrDecoder(nn.Module):
     Returns hs L x B x Q x C (normed), boxes L x B x Q x 4 (cxcywh, sigmoid),
     presence L x B x 1 (logits). Layer l's box is that layer's input reference refined by its
     own delta; references are detached between layers, as in the official model.
+
+    ``extra`` = (queries B x K x C, reference boxes B x K x 4 cxcywh in (0, 1)) appends a second
+    group of K queries that skips self-attention (DAC one-to-many and recognition queries of
+    training); hs and boxes then hold Q + K queries, the first Q unchanged by the group except
+    for float rounding in the shared attention and MLP calls.
     """
 
     def __init__(self, d_model: int, heads: int, ffn_dim: int, num_layers: int, num_queries: int,
@@ -98,12 +111,17 @@ class DetrDecoder(nn.Module):
 
     def forward(self, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], prompt: Tensor,
                 prompt_padding: Tensor, queries: Tensor | None = None,
-                ref_boxes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                ref_boxes: Tensor | None = None,
+                extra: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         B = memory.shape[0]
         x = (self.query_embed.weight if queries is None else queries)
         x = x[None].expand(B, -1, -1) if x.dim() == 2 else x
         ref = (self.reference_points.weight if ref_boxes is None else ref_boxes)
         ref = (ref[None].expand(B, -1, -1) if ref.dim() == 2 else ref).sigmoid()
+        n_self = None
+        if extra is not None:
+            n_self = 1 + x.shape[1]  # the presence token and the ordinary queries
+            x, ref = torch.cat([x, extra[0]], 1), torch.cat([ref, extra[1]], 1)
         presence = self.presence_token.weight[None].expand(B, 1, -1)
         hs, boxes, presence_logits = [], [], []
         for layer in self.layers:
@@ -112,7 +130,7 @@ class DetrDecoder(nn.Module):
             bias = torch.cat([bias.new_zeros(B, self.heads, 1, bias.shape[-1]), bias], dim=2)
             pos = torch.cat([query_pos.new_zeros(B, 1, self.d_model), query_pos], dim=1)
             out = layer(torch.cat([presence, x], dim=1), pos, prompt, prompt_padding, memory,
-                        memory_pos, bias)
+                        memory_pos, bias, n_self)
             presence, x = out[:, :1], out[:, 1:]
             normed = self.norm(x)
             new_ref = (inverse_sigmoid(ref) + self.bbox_embed(normed)).sigmoid()

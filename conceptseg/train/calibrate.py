@@ -18,6 +18,9 @@ They are chosen on a grid to maximise cgF1 on *validation* scenes: the training 
 test split of ``conceptseg eval``; the test set is never looked at. The model runs once; every
 grid point re-scores the stored logits (:func:`conceptseg.train.quick_eval.summarize`). The
 whole grid is written to ``OUT.calibration.json`` beside the weights.
+
+A video checkpoint (detector + tracker, like the shipped model) stays one: the tracker is kept
+and a float16 file is written as float16.
 """
 
 from __future__ import annotations
@@ -30,8 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
+from ..atomic import atomic_write
+from ..build import load, load_video_model, save_video_checkpoint
 from ..data.splits import VALIDATION_SEED
+from ..errors import CheckpointError, ConceptSegError
+from ..runtime import check_output_path
+from .detect import save_weights
+from .quick_eval import collect, summarize
 
 __all__ = ["presence_bias", "apply_shifts", "calibrate"]
 
@@ -58,8 +68,6 @@ def calibrate(model, num_images: int = 200, seed: int = VALIDATION_SEED,
     """Returns (presence_shift, score_shift, table) maximising validation cgF1 (ties: the
     smallest total shift); ``model`` is not changed. ``table`` rows: {presence_shift,
     score_shift, cgF1, pmF1, IL_MCC}."""
-    from .quick_eval import collect, summarize
-
     rows = collect(model, num_images, seed=seed, split="train")
     table = []
     for dp in presence_grid:
@@ -72,24 +80,44 @@ def calibrate(model, num_images: int = 200, seed: int = VALIDATION_SEED,
     return best["presence_shift"], best["score_shift"], table
 
 
+def is_float16(path: str) -> bool:
+    """Whether a checkpoint stores its floating-point weights as float16 (our safetensors)."""
+    if not str(path).endswith(".safetensors") or not Path(path).is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    return "F16" in dtypes and "F32" not in dtypes
+
+
+def _load_video(path: str):
+    """The video model of ``path``, or None when it holds a detector only."""
+    try:
+        return load_video_model(path)
+    except CheckpointError as e:
+        if "no tracker weights" in str(e):
+            return None
+        raise
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m conceptseg.train.calibrate",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="detector weights (any layout)")
-    p.add_argument("--out", required=True, help="calibrated weights (our layout)")
+    p.add_argument("checkpoint", help="detector or video weights (any layout)")
+    p.add_argument("--out", required=True, help="calibrated weights (our layout; a video "
+                                                "checkpoint keeps its tracker and float16)")
     p.add_argument("--images", type=int, default=200, help="validation scenes")
     p.add_argument("--seed", type=int, default=VALIDATION_SEED)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..atomic import atomic_write
-    from ..build import load
-    from .loop import save_weights
-
-    model = load(args.checkpoint).eval()
+    check_output_path(args.out, "--out")
+    video = _load_video(args.checkpoint)
+    model = (video.detector if video is not None else load(args.checkpoint)).eval()
     dp, dq, table = calibrate(model, args.images, args.seed)
     apply_shifts(model, dp, dq)
-    path = save_weights(model, Path(args.out))
+    half = is_float16(args.checkpoint)
+    path = (save_video_checkpoint(video, Path(args.out), half=half) if video is not None
+            else save_weights(model, Path(args.out), half=half))
     before = next(r for r in table if r["presence_shift"] == 0.0 and r["score_shift"] == 0.0)
     after = next(r for r in table if (r["presence_shift"], r["score_shift"]) == (dp, dq))
     report = json.dumps({"checkpoint": args.checkpoint, "presence_shift": dp, "score_shift": dq,
@@ -103,4 +131,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ConceptSegError as e:  # one line and status 2, as the conceptseg commands do
+        print(f"python -m conceptseg.train.calibrate: error: {e}", file=sys.stderr)
+        sys.exit(2)

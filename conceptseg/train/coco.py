@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_util
 
 from ..errors import InputError
 
@@ -108,8 +110,6 @@ def validate_segmentation(seg, height: int, width: int) -> str | None:
 
 
 def _decode(seg, h: int, w: int) -> np.ndarray:
-    from pycocotools import mask as mask_util
-
     if isinstance(seg, list):
         rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
     elif isinstance(seg.get("counts"), list):
@@ -247,8 +247,6 @@ class CocoConceptDataset:
                              + (f" ({self.skipped} skipped as bad)" if self.skipped else ""))
 
     def _image_size(self, fname: str) -> tuple[int, int] | None:
-        from PIL import Image
-
         p = self.images_dir / fname
         try:
             with Image.open(p) as im:
@@ -276,8 +274,6 @@ class CocoConceptDataset:
         return [out[i] for i in rng.permutation(len(out))]
 
     def item(self, index: int, rng: np.random.Generator) -> dict:
-        from PIL import Image
-
         im = self.images[index]
         try:
             with Image.open(im.file) as f:
@@ -315,7 +311,3 @@ class CocoConceptDataset:
                             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4).clamp(0, 1),
                             "masks": mt, "presence": torch.tensor(float(bool(dp.anns)))})
         return {"image": image, "image_id": index, "queries": queries}
-
-
-def count_datapoints(ds: CocoConceptDataset) -> int:
-    return sum(len(im.datapoints) for im in ds.images)

@@ -24,30 +24,9 @@ and which phrases are usually present, but not to compare the phrase with the ob
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.common import encode_query_box_sine
-from ..ops.boxes import box_cxcywh_to_xyxy, inverse_sigmoid
-
-
-def _layer_dac(layer, x: Tensor, x2: Tensor, pos: Tensor, pos2: Tensor, prompt: Tensor,
-               prompt_padding: Tensor, memory: Tensor, memory_pos: Tensor, bias: Tensor):
-    """DecoderLayer.forward on [x; x2] where x2 (o2m queries) skips self-attention."""
-    drop = lambda t: F.dropout(t, layer.dropout, layer.training)  # noqa: E731
-    q = x + pos
-    x = layer.norm2(x + drop(layer.self_attn(q, q, x)))
-    x2 = layer.norm2(x2)
-    n = x.shape[1]
-    x = torch.cat([x, x2], 1)
-    pos = torch.cat([pos, pos2], 1)
-    q = x + pos
-    x = layer.catext_norm(x + drop(layer.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding)))
-    q = x + pos
-    x = layer.norm1(x + drop(layer.cross_attn(q, memory + memory_pos, memory, attn_bias=bias)))
-    y = layer.linear2(drop(F.relu(layer.linear1(x))))
-    x = layer.norm3(x + drop(y))
-    return x[:, :n], x[:, n:]
+from ..ops.boxes import box_cxcywh_to_xyxy
 
 
 def box_pool(memory: Tensor, boxes: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -67,49 +46,21 @@ def box_pool(memory: Tensor, boxes: Tensor, hw: tuple[int, int]) -> Tensor:
     return torch.bmm(wgt / wgt.sum(-1, keepdim=True), memory)
 
 
-def decoder_dac(dec, memory: Tensor, memory_pos: Tensor, hw: tuple[int, int], prompt: Tensor,
-                prompt_padding: Tensor, o2m: bool = True, dn_refs: Tensor | None = None):
-    """Mirror of DetrDecoder.forward with a second query group that skips self-attention:
-    a copy of the learned queries (``o2m``) and/or recognition queries at ``dn_refs`` (B x K x 4
-    cxcywh in [0, 1]) whose content is the mean of the memory inside the box. Returns (hs, boxes, presence) of the ordinary
-    queries and (hs, boxes) of the second group ([o2m copy; recognition queries])."""
+def second_group(dec, memory: Tensor, hw: tuple[int, int], o2m: bool,
+                 dn_refs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The decoder's ``extra`` query group: a copy of the learned queries and their reference
+    boxes (``o2m``) and/or recognition queries at ``dn_refs`` (B x K x 4 cxcywh in [0, 1]) whose
+    content is the mean of the memory inside the box. Returns (queries, reference boxes)."""
     B = memory.shape[0]
-    Q = dec.query_embed.weight.shape[0]
-    x = dec.query_embed.weight[None].expand(B, -1, -1)
-    ref = dec.reference_points.weight[None].expand(B, -1, -1).sigmoid()
-    x2s, ref2s = [], []
+    xs, refs = [], []
     if o2m:
-        x2s.append(x)
-        ref2s.append(ref)
+        xs.append(dec.query_embed.weight[None].expand(B, -1, -1))
+        refs.append(dec.reference_points.weight[None].expand(B, -1, -1).sigmoid())
     if dn_refs is not None:
-        dn_refs = dn_refs.to(ref).clamp(1e-4, 1 - 1e-4)
-        x2s.append(box_pool(memory, dn_refs, hw))
-        ref2s.append(dn_refs)
-    x2, ref2 = torch.cat(x2s, 1), torch.cat(ref2s, 1)
-    presence = dec.presence_token.weight[None].expand(B, 1, -1)
-    hs, boxes, pres, hs2, boxes2 = [], [], [], [], []
-    for layer in dec.layers:
-        refs = torch.cat([ref, ref2], 1)
-        query_pos = dec.ref_point_head(encode_query_box_sine(refs, dec.d_model))
-        bias = dec.box_bias(refs, *hw)
-        bias = torch.cat([bias.new_zeros(B, dec.heads, 1, bias.shape[-1]), bias], dim=2)
-        pos = torch.cat([query_pos.new_zeros(B, 1, dec.d_model), query_pos[:, :Q]], dim=1)
-        out, x2 = _layer_dac(layer, torch.cat([presence, x], 1), x2, pos, query_pos[:, Q:],
-                             prompt, prompt_padding, memory, memory_pos, bias)
-        presence, x = out[:, :1], out[:, 1:]
-        normed, normed2 = dec.norm(x), dec.norm(x2)
-        new_ref = (inverse_sigmoid(ref) + dec.bbox_embed(normed)).sigmoid()
-        new_ref2 = (inverse_sigmoid(ref2) + dec.bbox_embed(normed2)).sigmoid()
-        hs.append(normed)
-        hs2.append(normed2)
-        boxes.append(new_ref)
-        boxes2.append(new_ref2)
-        logit = dec.presence_token_head(dec.presence_token_out_norm(presence)).squeeze(-1)
-        if dec.presence_clamp is not None:
-            logit = logit.clamp(-dec.presence_clamp, dec.presence_clamp)
-        pres.append(logit)
-        ref, ref2 = new_ref.detach(), new_ref2.detach()
-    return (torch.stack(hs), torch.stack(boxes), torch.stack(pres)), (torch.stack(hs2), torch.stack(boxes2))
+        dn_refs = dn_refs.to(dec.reference_points.weight).clamp(1e-4, 1 - 1e-4)
+        xs.append(box_pool(memory, dn_refs, hw))
+        refs.append(dn_refs)
+    return torch.cat(xs, 1), torch.cat(refs, 1)
 
 
 def noisy_boxes(boxes: Tensor, center: float = 0.2, scale: float = 0.3,
@@ -138,16 +89,19 @@ def train_forward(model, images: Tensor, tokens: Tensor, image_index: Tensor | N
     text = model.encode_text(tokens)
     prompt, prompt_padding = model.encode_prompt(image, text, boxes, box_labels, box_padding)
     memory, memory_pos, hw = model.fuse(image, prompt, prompt_padding)
-    (hs, boxes_all, presence), (hs2, boxes2) = decoder_dac(
-        model.transformer.decoder, memory, memory_pos, hw, prompt, prompt_padding,
-        o2m=dac, dn_refs=dn_refs)
+    dec = model.transformer.decoder
+    Q = dec.query_embed.weight.shape[0]
+    hs_all, boxes_all, presence = dec(memory, memory_pos, hw, prompt, prompt_padding,
+                                      extra=second_group(dec, memory, hw, dac, dn_refs))
+    hs, boxes_all, hs2, boxes2 = (hs_all[:, :, :Q], boxes_all[:, :, :Q], hs_all[:, :, Q:],
+                                  boxes_all[:, :, Q:])
     logits2 = model.dot_prod_scoring(hs2, prompt, prompt_padding)
     out = model.decoder_outputs(hs, boxes_all, presence, memory, prompt, prompt_padding)
-    Q = hs.shape[2] if dac else 0
+    n = Q if dac else 0  # the o2m copy comes first in the second group
     if dac:
-        out["o2m"] = {"aux_logits": logits2[:, :, :Q], "aux_boxes": boxes2[:, :, :Q]}
+        out["o2m"] = {"aux_logits": logits2[:, :, :n], "aux_boxes": boxes2[:, :, :n]}
     if dn_refs is not None:
-        out["dn"] = {"aux_logits": logits2[:, :, Q:], "aux_boxes": boxes2[:, :, Q:]}
+        out["dn"] = {"aux_logits": logits2[:, :, n:], "aux_boxes": boxes2[:, :, n:]}
     out["pixel_embed"] = model.segmentation_head.pixel_embedding(image.levels, memory, prompt,
                                                                  prompt_padding)
     out["pred_masks"], out["semantic_seg"] = model.mask_logits(out["pixel_embed"], hs[-1])

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Sam3Config
+from ..data.concept_dataset import SyntheticConceptDataset, box_xyxy_to_cxcywh_norm
 from ..data.phrases import ATTRIBUTES, VALUES
-from ..data.synthetic import (SceneConfig, SyntheticConceptDataset, box_xyxy_to_cxcywh_norm,
-                              derive_seed)
+from ..data.scene_sampling import SceneConfig
+from ..data.splits import TRAIN_SEED
 from ..errors import InputError
+from ..text.tokenizer import ClipTokenizer
 from .losses import resize_masks
 
 __all__ = ["mask_resolution", "CurriculumStage", "parse_curriculum", "SyntheticStream",
@@ -67,7 +69,8 @@ class SyntheticStream:
 
     epoch_based = False
 
-    def __init__(self, image_size: int, batch_images: int, phrases_per_image: int, seed: int = 0,
+    def __init__(self, image_size: int, batch_images: int, phrases_per_image: int,
+                 seed: int = TRAIN_SEED,
                  curriculum: list[CurriculumStage] | None = None, scene: SceneConfig | None = None,
                  token_grid: int | None = None, exemplar_prob: float = 0.0):
         self.image_size, self.batch_images = image_size, batch_images
@@ -178,7 +181,7 @@ class CocoStream:
 
     epoch_based = True
 
-    def __init__(self, dataset, batch_images: int, seed: int = 0):
+    def __init__(self, dataset, batch_images: int, seed: int = TRAIN_SEED):
         self.ds, self.batch_images, self.seed = dataset, batch_images, seed
         self.steps_per_epoch = math.ceil(len(dataset) / batch_images)
 
@@ -206,8 +209,6 @@ class Collator:
     """Items -> model inputs + loss targets (masks area-resized to the prediction grid)."""
 
     def __init__(self, mask_hw: tuple[int, int], context_length: int = 32):
-        from ..text.tokenizer import ClipTokenizer
-
         self.mask_hw = mask_hw
         self.tok = ClipTokenizer(context_length=context_length)
         self._cache: dict[str, torch.Tensor] = {}
@@ -302,7 +303,3 @@ def step_batches(stream, collate: Collator, start: int, end: int, workers: int =
         # its own generator: the loader draws a worker seed, which must not shift the global
         # RNG that the training step uses (DN box jitter), or workers would change the run
         generator=torch.Generator().manual_seed(start)))
-
-
-def stream_seed(seed: int, name: str) -> int:
-    return derive_seed(seed, sum(map(ord, name)))

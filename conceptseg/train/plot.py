@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
+
 __all__ = ["read_metrics", "plot_runs"]
 
 
@@ -49,7 +51,7 @@ def _batch_images(run: Path) -> int:
 
 
 def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str = "step") -> Path:
-    import matplotlib
+    import matplotlib  # optional (the `eval` extra): imported only when plotting
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,7 +84,7 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str 
             axes[2].plot(es, [e["eval_test"]["cgF1"] for e in evals], "s--", color=c,
                          label=f"{name}: held-out pairs split")
         offset = int(steps[-1])
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # optional, as above
 
     axes[1].legend([Line2D([], [], color="k", linestyle=ls) for ls, _ in styles.values()],
                    ["presence logit gap, pos - neg (left)", "matched box IoU (right)",
@@ -92,7 +94,7 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str 
     axes[0].set_title("training loss (all terms, smoothed)")
     axes[1].set_title("training batches")
     axes[2].set_title("quick evaluation on held-out scenes")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # optional, as above
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -103,8 +105,6 @@ def plot_runs(runs: list[str | Path], out: str | Path, smooth: int = 10, x: str 
         axes[2].legend(fontsize=7)
     axes[0].set_yscale("log")
     fig.tight_layout()
-    from ..atomic import atomic_write
-
     try:
         return atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:

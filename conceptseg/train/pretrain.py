@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.phrases import ATTRIBUTES, VALUES, format_phrase, matches, parse_phrase
-from ..text.tokenizer import EOT_ID
 
 __all__ = ["ContrastiveHead", "pretrain_batch", "contrastive_loss"]
 
@@ -123,13 +122,6 @@ def pretrain_batch(scenes, rng: np.random.Generator, grid: int, extra_phrases: i
     queries = [parse_phrase(p) for p in phrases]
     match = torch.tensor([[matches(q, a) for q in queries] for a in attrs], dtype=torch.bool)
     return weights, attrs, phrases, match, owners
-
-
-def eot_features(text_feats: Tensor, tokens: Tensor) -> Tensor:
-    """B x L x C features, B x L tokens -> B x C at each row's EOT (last valid) token."""
-    is_eot = tokens == EOT_ID
-    pos = torch.where(is_eot.any(1), is_eot.float().argmax(1), (tokens != 0).sum(1).clamp(min=1) - 1)
-    return text_feats[torch.arange(tokens.shape[0]), pos]
 
 
 def contrastive_loss(v: Tensor, t: Tensor, match: Tensor, logit_scale: Tensor) -> tuple[Tensor, dict]:

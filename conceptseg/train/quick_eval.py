@@ -33,9 +33,13 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ..build import load
+from ..data.concept_dataset import SyntheticConceptDataset
 from ..data.phrases import DEFAULT_HELD_OUT_PAIRS, mentions_pair, parse_phrase
+from ..data.scene_sampling import SceneConfig
 from ..data.splits import QUICK_EVAL_SEED
-from ..data.synthetic import SceneConfig, SyntheticConceptDataset
+from ..ops.masks import mask_iou
+from ..text.tokenizer import ClipTokenizer
 
 __all__ = ["quick_eval", "collect", "summarize", "Row", "auc"]
 
@@ -60,13 +64,6 @@ def auc(pos, neg) -> float:
         i = j + 1
     r = ranks[: len(pos)].sum()
     return float((r - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    a, b = a.flatten(1).float(), b.flatten(1).float()
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    return (inter / union.clamp(min=1)).numpy()
 
 
 def _mean(v) -> float:
@@ -102,8 +99,6 @@ def collect(model, num_images: int = 64, seed: int = QUICK_EVAL_SEED, split: str
     """Run ``model`` on every (image, phrase) datapoint of ``num_images`` fresh scenes."""
     was_training = model.training
     model.eval()
-    from ..text.tokenizer import ClipTokenizer
-
     tok = ClipTokenizer(context_length=model.config.text.context_length)
     S = model.config.vision.image_size
     device = next(model.parameters()).device
@@ -131,7 +126,7 @@ def collect(model, num_images: int = 64, seed: int = QUICK_EVAL_SEED, split: str
             gt = gts[r]
             held = (gt.shape[0] > 0 and split == "test"
                     and mentions_pair(parse_phrase(text), held_out))
-            rows.append(Row(text, logits[r].numpy(), float(presence[r]), _mask_iou(masks[r], gt),
+            rows.append(Row(text, logits[r].numpy(), float(presence[r]), mask_iou(masks[r], gt).numpy(),
                             masks[r].flatten(1).any(1).numpy(), held))
     model.train(was_training)
     return rows
@@ -227,8 +222,6 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..build import load
-
     model = load(args.checkpoint)
     for split in (["train", "test"] if args.split == "both" else [args.split]):
         r = quick_eval(model, args.images, split=split, max_attributes=args.max_attributes,

@@ -14,8 +14,11 @@ trunks of both inputs must be identical: it refuses otherwise.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..errors import InputError
+from ..build import load, load_video_model, save_video_checkpoint
+from ..errors import ConceptSegError, InputError
+from ..runtime import check_output_path
 
 __all__ = ["assemble"]
 
@@ -24,8 +27,6 @@ TRUNK = "backbone.vision_backbone.trunk."
 
 def assemble(detector_path: str, tracker_path: str, out: str, half: bool = True,
              allow_trunk_mismatch: bool = False):
-    from ..build import load, load_video_model, save_video_checkpoint
-
     video = load_video_model(tracker_path)
     detector = load(detector_path)
     new, old = detector.state_dict(), video.detector.state_dict()
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32", action="store_true", help="store float32 (default float16)")
     p.add_argument("--allow-trunk-mismatch", action="store_true")
     a = p.parse_args(argv)
+    check_output_path(a.out, "--out")
     path, diff = assemble(a.detector, a.tracker, a.out, half=not a.fp32,
                           allow_trunk_mismatch=a.allow_trunk_mismatch)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; trunk max |diff| {diff:.3g})")
@@ -57,4 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except ConceptSegError as e:  # one line and status 2, as the conceptseg commands do
+        print(f"python -m conceptseg.train.ship: error: {e}", file=sys.stderr)
+        sys.exit(2)

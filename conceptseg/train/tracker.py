@@ -14,22 +14,34 @@ uninterrupted one (data, prompts and dropout are functions of the step).
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..data.synthetic import derive_seed
-from ..errors import InputError
-from .loop import STATE, WEIGHTS, _atomic_save, lr_lambda, optimizer_step
+from ..build import (
+    _tracker_config,
+    build_video_model,
+    load,
+    load_video_model,
+    save_video_checkpoint,
+)
+from ..data.scene_sampling import derive_seed
+from ..data.splits import TRAIN_SEED
+from ..errors import CheckpointError, InputError
+from ..model.video_model import VideoModel
+from ..runtime import resolve_device
+from ..tracker.memory import RoPEAttention
+from ..tracker.neck import TrackerNeck
+from ..tracker.tracker import Tracker
+from .detect import load_model_config
+from .loop import STATE, WEIGHTS, Schedule, Stage, check_resumed_options, open_run, run
+from .optim import lr_lambda, restore_optimizer
 from .tracker_data import TrackerStream
 from .tracker_step import TrackerTrainConfig, evaluate_tracker, tracker_step
 
 __all__ = ["TrackerTrainConfig", "train_tracker", "make_video_model", "tracker_step",
-           "evaluate_tracker", "cmd_train_tracker"]
+           "evaluate_tracker"]
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -51,18 +63,12 @@ def seed_neck_from_detector(model) -> int:
     return copied
 
 
-def make_video_model(init: str | None, config=None, tracker_config=None, seed: int = 0):
+def make_video_model(init: str | None, config=None, tracker_config=None,
+                     seed: int = TRAIN_SEED):
     """A video model to train: ``init`` a video checkpoint (its tracker is trained further), an
     image checkpoint (a fresh tracker, its neck seeded from the detector's), or None (a fresh
     model of detector preset ``config``)."""
-    from ..build import _tracker_config, build_video_model, load, load_video_model
-    from ..checkpoint import CheckpointError
-    from ..tracker.neck import TrackerNeck
-    from ..tracker.tracker import Tracker
-    from ..model.video_model import VideoModel
-    from .loop import _load_model_config
-
-    cfg = _load_model_config(config) if isinstance(config, str) else config
+    cfg = load_model_config(config) if isinstance(config, str) else config
     try:
         if init is None:
             if cfg is None:
@@ -88,8 +94,6 @@ def make_video_model(init: str | None, config=None, tracker_config=None, seed: i
 
 def set_attention_dropout(model, p: float) -> None:
     """Dropout on the attention weights of the memory attention (training only)."""
-    from ..tracker.memory import RoPEAttention
-
     for mod in model.tracker.modules():
         if isinstance(mod, RoPEAttention):
             mod.dropout = p
@@ -110,53 +114,42 @@ def build_tracker_optimizer(model, cfg: TrackerTrainConfig) -> torch.optim.AdamW
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
 
-# -- the loop ------------------------------------------------------------------------------------
+# -- the stage ----------------------------------------------------------------------------------
 def train_tracker(cfg: TrackerTrainConfig, *, init: str | None = None, model_config=None,
-                  tracker_config=None, resume: bool = False,
+                  tracker_config=None, resume: bool = False, overwrite: bool = False,
                   hooks: dict[str, Callable] | None = None, log=print) -> dict:
     """Train and return the last logged metrics (plus ``step``). ``hooks["step_end"](step,
-    metrics)`` runs after every step (after that step's checkpoint) and may raise to stop."""
+    metrics)`` runs after every step (after that step's checkpoint) and may raise to stop.
+    An existing run in ``cfg.out`` needs ``resume`` (continue) or ``overwrite`` (start over)."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    state = open_run(out, resume, overwrite, log)
+    if state is not None:
+        if state.get("stage") != "tracker":
+            raise InputError(f"{out / STATE} is not a tracker run; use another --out")
+        check_resumed_options(state["train_config"], cfg.to_dict(), {}, log)
+        if not (out / WEIGHTS).exists():
+            raise InputError(f"{out / WEIGHTS} is missing: cannot resume the tracker run")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, init, model_config, tracker_config, resume, hooks or {}, log)
+        if state is not None:
+            model = load_video_model(out / WEIGHTS)
+            model.tracker.load_state_dict(state["tracker"])
+            model.neck.load_state_dict(state["neck"])
+        else:
+            model = make_video_model(init, model_config, tracker_config, cfg.seed)
+        stage, start = _stage(cfg, model.to(device), state, log)
+        schedule = Schedule(cfg.steps, cfg.stop_at, cfg.checkpoint_every, cfg.snapshot_every,
+                            cfg.log_every, cfg.time_limit, cfg.clip, cfg.progress)
+        return run(stage, schedule, out, start, cfg.to_dict(), hooks, log)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
-    from tqdm import tqdm
-
-    from ..build import load_video_model, save_video_checkpoint
-
-    if cfg.steps <= 0 or cfg.clips <= 0 or cfg.frames < 2 or cfg.max_objects <= 0:
-        raise InputError("need --steps >= 1, --clips >= 1, --frames >= 2, --max-objects >= 1")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = None
-    if resume and (out / STATE).exists():
-        try:
-            state = torch.load(out / STATE, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise InputError(f"cannot read {out / STATE} to resume: "
-                             f"{str(e).splitlines()[0][:200]}") from None
-        if state.get("stage") != "tracker":
-            raise InputError(f"{out / STATE} is not a tracker run; use another --out")
-        saved = TrackerTrainConfig.from_dict(state["train_config"])
-        for k in ("clips", "frames", "max_objects", "fixed_clips", "seed"):
-            if getattr(saved, k) != getattr(cfg, k):
-                log(f"note: resuming with {k}={getattr(cfg, k)!r} (checkpoint had "
-                    f"{getattr(saved, k)!r})")
-        if not (out / WEIGHTS).exists():
-            raise InputError(f"{out / WEIGHTS} is missing: cannot resume the tracker run")
-        model = load_video_model(out / WEIGHTS)
-        model.tracker.load_state_dict(state["tracker"])
-        model.neck.load_state_dict(state["neck"])
-    else:
-        if resume:
-            log(f"no checkpoint in {out}; starting a new run")
-        model = make_video_model(init, model_config, tracker_config, cfg.seed)
-    model = model.to(cfg.device)
+def _stage(cfg: TrackerTrainConfig, model, state: dict | None, log) -> tuple[Stage, int]:
+    """Tracker + neck trained, detector frozen; the step function of the loop."""
     model.detector.eval().requires_grad_(False)
     model.tracker.train()
     model.neck.train()
@@ -164,104 +157,24 @@ def _train(cfg, init, model_config, tracker_config, resume, hooks, log) -> dict:
     stream = TrackerStream(model.config.vision.image_size, cfg.clips, cfg.frames,
                            cfg.max_objects, cfg.seed, cfg.fixed_clips)
     opt = build_tracker_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps,
-                                                             cfg.min_lr_ratio))
-    step = 0
+    schedule_fn = lr_lambda(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_fn)
+    start = 0
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sched.lr_lambdas = [lr_lambda(cfg.warmup, cfg.steps, cfg.min_lr_ratio)] * len(
-            opt.param_groups)
-        step = int(state["step"])
-        log(f"resumed from {out / STATE} at step {step}")
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        restore_optimizer(opt, sched, state, schedule_fn)
+        start = int(state["step"])
+        log(f"resumed from {Path(cfg.out) / STATE} at step {start}")
 
-    def checkpoint(done: int) -> None:
-        save_video_checkpoint(model, out / WEIGHTS)  # first: resume reads the detector from it
-        _atomic_save({"stage": "tracker", "tracker": model.tracker.state_dict(),
-                      "neck": model.neck.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "step": done,
-                      "train_config": cfg.to_dict(), "model_config": model.config.to_dict(),
-                      "tracker_config": model.tracker_config.to_dict()}, out / STATE)
+    def step(s: int):
+        torch.manual_seed(derive_seed(cfg.seed, s, 9))  # dropout: a function of the step
+        rng = stream.rng(s)
+        return tracker_step(model, stream.batch(s, rng), rng, cfg)
 
-    params = [p for _, p in _trainable(model)]
-    acc: dict[str, float] = {}
-    cnt: dict[str, int] = {}
-    n_acc, t_acc, last = 0, 0.0, {}
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"tracker {out.name}", dynamic_ncols=True,
-               disable=not cfg.progress, file=sys.stderr, mininterval=2.0)
-    metrics_f = open(out / "metrics.jsonl", "a")
-    try:
-        end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
-        while step < end:
-            t0 = time.time()
-            torch.manual_seed(derive_seed(cfg.seed, step, 9))  # dropout: a function of the step
-            rng = stream.rng(step)
-            loss, comps = tracker_step(model, stream.batch(step, rng), rng, cfg)
-            comps.update(optimizer_step(loss, opt, sched, params, cfg.clip, step))
-            step += 1
-            for k, v in comps.items():  # some keys (prompt_iou) are not in every step
-                acc[k] = acc.get(k, 0.0) + v
-                cnt[k] = cnt.get(k, 0) + 1
-            n_acc += 1
-            t_acc += time.time() - t0
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == end:
-                last = {k: v / cnt[k] for k, v in acc.items()}
-                last.update(step=step, lr=opt.param_groups[0]["lr"], s_per_step=t_acc / n_acc,
-                            time=time.time(), **stream.describe(step - 1))
-                metrics_f.write(json.dumps(last) + "\n")
-                metrics_f.flush()
-                bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "track_iou", "obj_acc")},
-                                refresh=False)
-                acc, cnt, n_acc, t_acc = {}, {}, 0, 0.0
-            if step % cfg.checkpoint_every == 0 or step == end:
-                checkpoint(step)
-            if "step_end" in hooks:
-                hooks["step_end"](step, comps)
-    finally:
-        bar.close()
-        metrics_f.close()
-    return {"step": step, **last}
-
-
-# -- command line ---------------------------------------------------------------------------------
-def cmd_train_tracker(args) -> int:
-    """``conceptseg train --stage tracker`` (arguments: conceptseg/train/cli.py)."""
-    if args.data != "synthetic":
-        raise InputError("--stage tracker trains on synthetic clips only (leave out --data)")
-    if args.bf16 or args.freeze:
-        raise InputError("--bf16 and --freeze do not apply to --stage tracker")
-    if not args.resume and not args.init and not args.config:
-        raise InputError("give --init (a detector or video checkpoint) or --config (a preset)")
-    if not 0.0 <= args.correct_prob <= 1.0:
-        raise InputError("--correct-prob must be in [0, 1]")
-    losses = {}
-    for item in (x.strip() for x in args.loss.split(",") if x.strip()):
-        k, _, v = item.partition("=")
-        if k not in ("focal", "dice", "iou", "obj", "iou_loss"):
-            raise InputError(f"--loss: unknown tracker loss term {k!r} (focal, dice, iou, obj, "
-                             "iou_loss)")
-        if k == "iou_loss":
-            if v not in ("l1", "mse", "bce"):
-                raise InputError("--loss iou_loss must be l1, mse or bce")
-            losses[k] = v
-            continue
-        try:
-            losses[k] = float(v)
-        except ValueError:
-            raise InputError(f"--loss: bad value in {item!r}") from None
-    cfg = TrackerTrainConfig(
-        **losses, out=args.out, steps=args.steps, stop_at=args.stop_at, clips=args.clips,
-        frames=args.frames,
-        max_objects=args.max_objects, correct_prob=args.correct_prob, lr=args.lr,
-        warmup=args.warmup, min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
-        clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, threads=args.threads, device=args.device,
-        progress=not args.no_progress)
-    res = train_tracker(cfg, init=args.init, model_config=args.config,
-                        tracker_config=args.tracker_config, resume=args.resume)
-    shown = ", ".join(f"{k} {res[k]:.4g}" for k in ("loss", "track_iou", "obj_acc") if k in res)
-    print(f"trained the tracker to step {res['step']}" + (f" ({shown})" if shown else "")
-          + f"; video model in {cfg.out}/{WEIGHTS}")
-    return 0
+    return Stage(
+        name="tracker", step=step, opt=opt, sched=sched, params=[p for _, p in _trainable(model)],
+        save_weights=lambda path: save_video_checkpoint(model, path),
+        state=lambda done: {"stage": "tracker", "tracker": model.tracker.state_dict(),
+                            "neck": model.neck.state_dict(),
+                            "model_config": model.config.to_dict(),
+                            "tracker_config": model.tracker_config.to_dict()},
+        describe=stream.describe, show=("loss", "track_iou", "obj_acc")), start

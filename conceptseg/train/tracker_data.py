@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.synthetic import SceneConfig, derive_seed
+from ..data.scene_sampling import SceneConfig, derive_seed
 from ..data.synthetic_video import make_video
+from ..ops.boxes import masks_to_boxes
 
 __all__ = ["TrackClip", "TrackerStream", "Prompt", "sample_prompt", "sample_error_clicks",
            "mask_boxes"]
@@ -101,13 +102,9 @@ class Prompt:
 
 def mask_boxes(masks: Tensor) -> Tensor:
     """B x H x W bool -> B x 4 xyxy pixel boxes (x1, y1 exclusive); zeros for empty masks."""
-    B, H, W = masks.shape
-    out = torch.zeros(B, 4)
-    for b in range(B):
-        ys, xs = torch.nonzero(masks[b], as_tuple=True)
-        if len(xs):
-            out[b] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-    return out
+    boxes = masks_to_boxes(masks).cpu()  # inclusive max; zeros for empty masks
+    boxes[:, 2:] += masks.flatten(1).any(1).cpu()[:, None]
+    return boxes
 
 
 def _pick_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:

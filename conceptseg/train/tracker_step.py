@@ -33,10 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.splits import TRAIN_SEED
+from ..errors import InputError
 from ..tracker.bank import FrameMemory, MemoryBank, memory_score
 from ..tracker.tracker import SamOutput, TrackerFeatures, non_overlap
 from .losses import dice_loss, sigmoid_focal
-from .tracker_data import PROMPT_KINDS, Prompt, TrackClip, sample_error_clicks, sample_prompt
+from .tracker_data import (
+    PROMPT_KINDS,
+    Prompt,
+    TrackClip,
+    sample_error_clicks,
+    sample_prompt,
+)
 
 __all__ = ["TrackerTrainConfig", "tracker_step", "evaluate_tracker", "batch_features",
            "run_frame", "frame_terms"]
@@ -68,12 +76,23 @@ class TrackerTrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.05
     clip: float = 0.1  # max grad norm; 0 = off
-    seed: int = 0
+    seed: int = TRAIN_SEED
     checkpoint_every: int = 200
+    snapshot_every: int = 0  # also keep snapshots/step_N.safetensors every N steps (0: off)
     log_every: int = 10
+    time_limit: float | None = None  # minutes: checkpoint and stop once this much time passed
     threads: int = 2
     device: str = "cpu"
     progress: bool = True
+
+    def validate(self) -> None:
+        """One-line errors for options that would silently do something else."""
+        if self.steps <= 0 or self.clips <= 0 or self.frames < 2 or self.max_objects <= 0:
+            raise InputError("need --steps >= 1, --clips >= 1, --frames >= 2, --max-objects >= 1")
+        if not 0.0 <= self.correct_prob <= 1.0:
+            raise InputError("--correct-prob must be in [0, 1]")
+        if self.checkpoint_every <= 0 or self.log_every <= 0:
+            raise InputError("--checkpoint-every and --log-every must be positive")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
