@@ -10,7 +10,8 @@ from PIL import Image
 
 from conceptseg.build import build_video_model, load_video_model
 from conceptseg.errors import InputError
-from conceptseg.inference.image import ImagePredictor, _fill_small_background
+from conceptseg.inference.image import ImagePredictor
+from conceptseg.inference.image_refine import fill_small_background as _fill_small_background
 
 from .conftest import reference
 
