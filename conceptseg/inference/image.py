@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from collections import OrderedDict
 from typing import Sequence
 
@@ -18,7 +19,7 @@ from ..model.detector import ImageFeatures, Sam3Detector, TextFeatures
 from ..model.video_model import check_compatible
 from ..runtime import resolve_device
 from ..text.tokenizer import ClipTokenizer
-from .image_io import load_image, preprocess
+from .image_io import load_image, preprocess, squash_note
 from .image_refine import build_prompt, interactive_heads, run_refine
 from .prompts import Exemplar, validate_exemplars, validate_text
 from .results import Prediction, Refinement
@@ -85,6 +86,9 @@ class ImagePredictor:
         rgb = load_image(image)
         self.image_size = (rgb.shape[0], rgb.shape[1])
         self.image_id = image_fingerprint(rgb)
+        note = squash_note(rgb.shape[1], rgb.shape[0], self.model.config.vision.image_size)
+        if note:
+            warnings.warn(note, stacklevel=2)
         x = preprocess(rgb, self.model.config.vision.image_size).to(self.device)
         self._trunk_out, self._trk_feats = None, None
         with self._autocast():

@@ -37,6 +37,7 @@ from ..errors import InputError
 MAX_PIXELS = 100_000_000  # refuse larger images before decoding them (100 MP, ~10000 x 10000)
 MIN_SIDE = 8  # a smaller image carries no segmentable content at the model's 14 px patches
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL modes of 16-bit data
+SQUASH_NOTE_RATIO = 2.5  # longer / shorter side above which set_image warns about squashing
 UNSUPPORTED_MODES = ("LAB",)  # PIL's convert("RGB") copies LAB channels instead of converting
 
 
@@ -156,6 +157,16 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
         return np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
     raise InputError(f"{what} has dtype {dt}, which is not an image type (use uint8, uint16, "
                      "bool or float in [0, 1])")
+
+
+def squash_note(width: int, height: int, size: int) -> str | None:
+    """A one-line note when the square resize squashes the image by more than
+    SQUASH_NOTE_RATIO (the official processor does not letterbox), else None."""
+    ratio = max(width, height) / min(width, height)
+    if ratio <= SQUASH_NOTE_RATIO:
+        return None
+    return (f"the {width}x{height} image ({ratio:.1f}:1) is squashed to a {size}x{size} square "
+            "for the model, which can miss or distort objects: crop or tile it for better results")
 
 
 def preprocess(rgb: np.ndarray, size: int) -> torch.Tensor:
