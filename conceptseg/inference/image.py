@@ -22,7 +22,7 @@ from ..text.tokenizer import ClipTokenizer
 from .image_io import load_image, preprocess, squash_note
 from .image_refine import build_prompt, interactive_heads, run_refine
 from .prompts import Exemplar, validate_exemplars, validate_text
-from .results import Prediction, Refinement
+from .results import Prediction, Refinement, plain_cpu
 
 PRECISIONS = ("fp32", "bf16")  # fp16 overflows in the vision trunk
 
@@ -191,9 +191,9 @@ class ImagePredictor:
         else:
             masks = torch.zeros(0, H, W, dtype=torch.bool, device=self.device)
             probs = torch.zeros(0, H, W, device=self.device) if return_probs else None
-        return Prediction(text=text, masks=masks.cpu(), boxes=boxes.cpu(),
-                          scores=scores[keep].cpu(), presence=presence, image_size=(H, W),
-                          mask_probs=None if probs is None else probs.cpu(), image_id=self.image_id)
+        return Prediction(text=text, masks=plain_cpu(masks), boxes=plain_cpu(boxes),
+                          scores=plain_cpu(scores[keep]), presence=presence, image_size=(H, W),
+                          mask_probs=plain_cpu(probs), image_id=self.image_id)
 
     # -- interactive refinement (tracker heads) -------------------------------------------------
     def _tracker_features(self):

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from .prompts import parse_clicks
-from .results import Prediction, Refinement
+from .results import Prediction, Refinement, plain_cpu
 
 REFINE_MAX_HOLE_AREA = 256  # official SAM3InteractiveImagePredictor default, at 288 x 288
 
@@ -165,5 +165,5 @@ def run_refine(trk, feats, prompt: RefinePrompt, image_size: tuple[int, int],
     filled = fill_small_background(low, hole, 10.0)
     up = F.interpolate(filled[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     order = torch.argsort(ious, descending=True, stable=True)
-    return Refinement((up > 0)[order].cpu(), ious[order].cpu(),
-                      low.clamp(-32.0, 32.0)[order].cpu())
+    return Refinement(plain_cpu((up > 0)[order]), plain_cpu(ious[order]),
+                      plain_cpu(low.clamp(-32.0, 32.0)[order]))

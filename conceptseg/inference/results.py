@@ -16,6 +16,15 @@ from .overlay import draw_overlay
 MASK_FORMATS = ("rle", "polygons", "none")  # how to_json writes each instance's mask
 
 
+def plain_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A CPU copy that is an ordinary tensor, not an inference-mode one (which callers could
+    not modify in place or use in autograd)."""
+    if t is None:
+        return None
+    with torch.inference_mode(False):
+        return t.to("cpu", copy=True)
+
+
 @dataclass(repr=False)
 class Prediction:
     """Every instance found for one prompt on one image, sorted by decreasing score.
