@@ -224,3 +224,22 @@ def test_results_are_ordinary_tensors(pred):
     r = pred.predict(text="thing", threshold=0.0)
     assert not r.masks.is_inference() and not r.scores.is_inference()
     r.masks[0] = False  # a caller may edit its results
+
+
+def test_overlay_labels_stay_inside_the_image(monkeypatch):
+    from PIL import ImageDraw
+
+    from conceptseg.inference.results import Prediction
+
+    drawn = []
+    orig = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text",
+                        lambda self, xy, text, **k: drawn.append((self, xy, text, k)) or
+                        orig(self, xy, text, **k))
+    boxes = torch.tensor([[-5.6, 0.0, 30.0, 20.0], [60.0, 30.0, 71.0, 50.0]])  # sticking out
+    r = Prediction("person", torch.zeros(2, 50, 70, dtype=torch.bool), boxes,
+                   torch.tensor([0.52, 0.4]), 0.9, (50, 70))
+    r.overlay(np.zeros((50, 70, 3), np.uint8))
+    for draw, (x, y), text, k in drawn:
+        left, top, right, bottom = draw.textbbox((x, y), text, font=k.get("font"))
+        assert left >= 0 and top >= 0 and right <= 70 and bottom <= 50, (text, left, right)

@@ -1,17 +1,14 @@
-"""What several sub-commands share: the prompt / box parser, model loading with a clock, output
-image formats, merged overlays."""
+"""What several sub-commands share: the exemplar parser, model loading with a clock, output
+image formats."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from PIL import Image
-
 from ..build import default_weights_path, load
 from ..config import Sam3Config, get_config
 from ..errors import InputError
-from ..inference.overlay import draw_overlay
 from ..inference.prompts import parse_label
 from ..runtime import check_output_path, progress, resolve_device
 
@@ -72,7 +69,3 @@ def check_image_output(path: str | Path, what: str = "--out") -> str:
     check_output_path(path, what)
     return image_format(path)
 
-
-def merge_overlays(results, image) -> Image.Image:
-    """One picture for several prompts; colours run on across the prompts."""
-    return draw_overlay(image, results)

@@ -13,8 +13,8 @@ from .. import build
 from ..errors import CheckpointError, MissingDependencyError, require
 from ..inference.image import ImagePredictor
 from ..inference.image_io import load_image
+from ..inference.overlay import draw_overlay
 from ..runtime import check_output_path
-from .common import merge_overlays
 from .track import run_track
 
 
@@ -46,7 +46,7 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
             atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
             written.append(path)
         combined = out / f"{stem}_all.png"
-        merged = merge_overlays(results, rgb)
+        merged = draw_overlay(rgb, results)
         atomic_write(combined, lambda tmp: merged.save(tmp, format="PNG"))
         written.append(combined)
         summary[name] = [r.to_json() for r in results]

@@ -9,10 +9,11 @@ from ..atomic import atomic_write
 from ..errors import InputError
 from ..inference.image import PRECISIONS, ImagePredictor
 from ..inference.image_io import load_image
+from ..inference.overlay import draw_overlay
 from ..inference.prompts import validate_exemplars, validate_text
 from ..inference.results import MASK_FORMATS
 from ..runtime import check_output_path, resolve_device
-from .common import check_image_output, load_model, merge_overlays, parse_exemplar
+from .common import check_image_output, load_model, parse_exemplar
 
 
 def register(sub) -> None:
@@ -62,7 +63,7 @@ def cmd_segment(args) -> int:
               + ("".join(f"\n  score {s:.3f} box {[round(v, 1) for v in b]}"
                          for s, b in zip(r.scores.tolist(), r.boxes.tolist()))))
     if args.out:
-        overlay = merge_overlays(results, rgb)
+        overlay = draw_overlay(rgb, results)
         atomic_write(Path(args.out), lambda t: overlay.save(t, format=out_format))
         print(f"overlay written to {args.out}")
     if args.json:

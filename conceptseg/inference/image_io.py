@@ -122,7 +122,7 @@ def array_to_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     """H x W or H x W x {1,2,3,4} array of any supported dtype -> H x W x 3 uint8 (a copy)."""
     arr = image if image.ndim != 2 else image[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        hint = ("; channels first? use .transpose(1, 2, 0)"
+        hint = ("; channels first? move the channels last (C x H x W -> H x W x C)"
                 if image.ndim == 3 and image.shape[0] in (1, 3, 4) else "")
         raise InputError(f"{what} array must be HxW or HxWx{{1,2,3,4}}, got shape "
                          f"{tuple(image.shape)}{hint}")
