@@ -11,7 +11,7 @@ import torch
 from ..errors import InputError
 
 MAX_PROMPT_CHARS = 500  # the encoder sees 32 tokens; far longer text is a mistake, not a prompt
-Exemplar = tuple[Sequence[float], bool]  # ((x0, y0, x1, y1) in pixels, positive?)
+Exemplar = tuple[Sequence[float], object]  # ((x0, y0, x1, y1) pixels, label: see parse_label)
 POSITIVE_WORDS = ("pos", "positive", "+")  # exemplar labels read as positive (any case)
 NEGATIVE_WORDS = ("neg", "negative", "-")  # ... and as negative
 
