@@ -6,14 +6,28 @@
 >>> r = pred.predict(text="yellow school bus")
 """
 
-from .build import build_model, load, load_video_model
-from .checkpoint import CheckpointError, convert, save_checkpoint
-from .config import Sam3Config, get_config
-from .errors import ConceptSegError, InputError
-from .inference.image import ImagePredictor
-from .inference.results import Prediction
-from .inference.video import VideoSession
+__version__ = "0.1.0"  # before the imports: the command line reads it while they run
 
-__version__ = "0.1.0"
-__all__ = ["build_model", "load", "load_video_model", "VideoSession", "convert", "save_checkpoint", "Sam3Config", "get_config",
-           "ImagePredictor", "Prediction", "CheckpointError", "ConceptSegError", "InputError"]
+from .build import build_model, load, load_video_model
+from .checkpoint import convert, save_checkpoint
+from .config import Sam3Config, get_config
+from .errors import (CheckpointError, ConceptSegError, InputError, MissingDependencyError,
+                     SessionError, VideoInputError)
+from .inference.image import ImagePredictor
+from .inference.results import ImageResult, Prediction, Refinement
+from .inference.video import VideoSession
+from .inference.video_results import FrameResult, VideoResults
+from .video.association import AssociationConfig
+
+__all__ = [
+    # models and checkpoints
+    "build_model", "load", "load_video_model", "convert", "save_checkpoint", "Sam3Config",
+    "get_config",
+    # images
+    "ImagePredictor", "Prediction", "ImageResult", "Refinement",
+    # videos
+    "VideoSession", "FrameResult", "VideoResults", "AssociationConfig",
+    # errors
+    "ConceptSegError", "InputError", "VideoInputError", "CheckpointError", "SessionError",
+    "MissingDependencyError",
+]

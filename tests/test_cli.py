@@ -113,3 +113,91 @@ def test_subprocess_error_has_no_traceback(tmp_path, ckpt):
                         "--text", "bus", "--checkpoint", ckpt], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+# -- issue 17: one line and exit 2 before any work; outputs as named; polish --
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a command loads a model (outputs must be checked first)."""
+    from conceptseg.cli import segment
+
+    monkeypatch.setattr(segment, "load_model", lambda args: pytest.fail("model loaded"))
+
+
+def test_segment_output_paths_are_checked_before_work(tmp_path, ckpt, image, capsys, no_model):
+    base = ["segment", image, "--text", "x", "--checkpoint", ckpt]
+    run_err(capsys, base + ["--json", str(tmp_path)], "is a directory")
+    run_err(capsys, base + ["--out", str(tmp_path)], "is a directory")
+    run_err(capsys, base + ["--out", "/proc/overlay.png"], "not writable")
+    run_err(capsys, base + ["--out", str(tmp_path / "o.xyz")], "unknown image suffix '.xyz'")
+    run_err(capsys, base + ["--threshold", "1.5"], "threshold")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a CPU-only torch")
+def test_segment_device_cuda_without_cuda_is_one_line(ckpt, image, capsys, no_model):
+    run_err(capsys, ["segment", image, "--text", "x", "--checkpoint", ckpt, "--device", "cuda"],
+            "no CUDA device")
+
+
+def test_segment_out_suffix_names_the_format(tmp_path, ckpt, image):
+    for name, fmt in (("o.gif", "GIF"), ("o.jpg", "JPEG"), ("o.webp", "WEBP")):
+        assert main(["segment", image, "--text", "x", "--checkpoint", ckpt, "--threshold", "0",
+                     "--out", str(tmp_path / name)]) == 0
+        assert Image.open(tmp_path / name).format == fmt
+
+
+def test_segment_json_polygons(tmp_path, ckpt, image):
+    js = tmp_path / "p.json"
+    assert main(["segment", image, "--text", "x", "--checkpoint", ckpt, "--threshold", "0",
+                 "--json", str(js), "--masks", "polygons"]) == 0
+    inst = json.loads(js.read_text())["results"][0]["instances"]
+    assert all(isinstance(i["segmentation"], list) for i in inst)
+    assert all(0 <= i["bbox"][0] and i["bbox"][0] + i["bbox"][2] <= 80 for i in inst)
+
+
+def test_directory_as_image_says_it_is_a_directory(tmp_path, ckpt, capsys):
+    run_err(capsys, ["segment", str(tmp_path), "--text", "x", "--checkpoint", ckpt],
+            "is a directory")
+
+
+def test_mistyped_flag_prints_the_subcommand_usage(image, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["segment", image, "--txt", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: conceptseg segment" in err and "unrecognized arguments: --txt x" in err
+
+
+def test_version_and_python_m_conceptseg():
+    r = subprocess.run([sys.executable, "-m", "conceptseg", "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.startswith("conceptseg ")
+    r = subprocess.run([sys.executable, "-m", "conceptseg", "segment", "nothere.png", "--text",
+                        "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "conceptseg segment: error: image not found: nothere.png"
+
+
+def test_warnings_print_as_one_line_once(monkeypatch, capsys):
+    import warnings
+
+    from conceptseg.cli import segment
+
+    def noisy(args):
+        for _ in range(2):
+            warnings.warn("careful: something odd\nsecond line", UserWarning)
+        warnings.warn("careful: something odd\nsecond line", UserWarning)  # another location
+        return 0
+
+    monkeypatch.setattr(segment, "cmd_segment", noisy)
+    assert main(["segment", "x.png", "--text", "x"]) == 0
+    err = capsys.readouterr().err
+    assert err == "conceptseg segment: warning: careful: something odd\n"
+
+
+def test_wide_image_says_it_is_squashed(tmp_path, ckpt, capsys):
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((16, 128, 3), np.uint8)).save(wide)
+    assert main(["segment", str(wide), "--text", "x", "--checkpoint", ckpt]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "128x16 image (8.0:1) is squashed" in err[0]

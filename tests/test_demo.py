@@ -48,3 +48,14 @@ def test_demo_without_tracker_skips_the_clip(tmp_path, video_model, monkeypatch,
     written = run_demo(tmp_path)
     assert not any(p.suffix == ".mp4" for p in written)
     assert "video demo skipped" in capsys.readouterr().out
+
+
+def test_demo_out_unwritable_is_one_line_before_work(tmp_path, monkeypatch, capsys):
+    from conceptseg.cli import main
+
+    monkeypatch.setattr(build, "load", lambda *a, **k: pytest.fail("model loaded"))
+    for out, msg in (("/proc/demo", "not writable"), (str(tmp_path / "f"), "not a directory")):
+        (tmp_path / "f").write_text("a file")
+        assert main(["demo", "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err

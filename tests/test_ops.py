@@ -292,3 +292,45 @@ def test_remove_small_regions():
     d[1, 1] = d[2, 2] = True
     assert remove_small_regions(d, 1, connectivity=8).sum() == 2
     assert remove_small_regions(d, 1, connectivity=4).sum() == 0
+
+
+# -- ops/encode.py: polygons and boxes, the serialisers of every result type --
+def test_polygons_are_exact_at_tolerance_0_and_close_at_1():
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from conceptseg.ops.encode import masks_to_polygons
+
+    yy, xx = np.mgrid[:60, :80]
+    disk = (yy - 30) ** 2 + (xx - 40) ** 2 < 400
+    two = np.zeros((60, 80), bool)
+    two[2:5, 2:5] = two[5:8, 5:8] = True  # touching diagonally: two parts
+    for m in (disk, two):
+        for tol, min_iou in ((0.0, 1.0), (1.0, 0.95)):
+            polys = masks_to_polygons(m[None], tol)[0]
+            assert all(len(p) >= 6 and len(p) % 2 == 0 for p in polys)
+            back = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, 60, 80))) > 0
+            assert (back & m).sum() / (back | m).sum() >= min_iou
+    assert len(masks_to_polygons(two[None])[0]) == 2
+    assert masks_to_polygons(np.zeros((1, 8, 8), bool)) == [[]]
+
+
+def test_polygons_leave_holes_out_and_simplify():
+    import numpy as np
+
+    from conceptseg.ops.encode import masks_to_polygons
+
+    yy, xx = np.mgrid[:60, :80]
+    r2 = (yy - 30) ** 2 + (xx - 40) ** 2
+    ring = (r2 < 400) & (r2 >= 100)
+    exact, simple = masks_to_polygons(ring[None], 0.0)[0], masks_to_polygons(ring[None], 1.0)[0]
+    assert len(exact) == 1 and len(simple) == 1  # the outer outline only
+    assert len(simple[0]) < len(exact[0]) / 3
+
+
+def test_boxes_to_xywh():
+    import torch
+
+    from conceptseg.ops.encode import boxes_to_xywh
+
+    assert boxes_to_xywh(torch.tensor([[1.0, 2.0, 4.0, 8.0]])) == [[1.0, 2.0, 3.0, 6.0]]

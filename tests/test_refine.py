@@ -10,7 +10,8 @@ from PIL import Image
 
 from conceptseg.build import build_video_model, load_video_model
 from conceptseg.errors import InputError
-from conceptseg.inference.image import ImagePredictor, _fill_small_background
+from conceptseg.inference.image import ImagePredictor
+from conceptseg.inference.image_refine import fill_small_background as _fill_small_background
 
 from .conftest import reference
 
@@ -151,3 +152,24 @@ def test_refine_on_a_small_random_model():
     assert r.masks.shape == (3, 30, 50)
     r = pred.refine(box=(5, 5, 40, 25))
     assert r.masks.shape == (1, 30, 50) and r.logits.shape[-1] == model.tracker_config.low_res_size
+
+
+def test_refine_refuses_a_prediction_made_on_another_image():
+    model = build_video_model("test", seed=0)
+    pred = ImagePredictor(model)
+    rng = np.random.default_rng(0)
+    first, second = (rng.integers(0, 255, (30, 50, 3), dtype=np.uint8) for _ in range(2))
+    found = pred.set_image(first).predict(text="thing", threshold=0.0)
+    assert len(pred.refine(instance=(found, 0))) == 1  # its own image
+    pred.set_image(second)  # same size, other pixels
+    with pytest.raises(InputError, match="another image"):
+        pred.refine(instance=(found, 0))
+    pred.set_image(first.copy())  # the same pixels again: the same image
+    assert len(pred.refine(instance=(found, 0))) == 1
+
+
+def test_refinement_repr_is_short():
+    model = build_video_model("test", seed=0)
+    r = ImagePredictor(model).set_image(np.zeros((30, 50, 3), np.uint8)).refine(points=[(5, 5)])
+    assert repr(r).startswith("Refinement(1 mask(s)") and "tensor" not in repr(r)
+    assert r.to_json()["masks"][0]["segmentation"]["size"] == [30, 50]

@@ -1,21 +1,25 @@
-"""What several sub-commands share: the prompt / box parser, model loading with a clock, output
-format names, merged overlays."""
+"""What several sub-commands share: the exemplar parser, model loading with a clock, output
+image formats."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from ..build import default_weights_path, load
+from ..config import Sam3Config, get_config
 from ..errors import InputError
+from ..inference.prompts import parse_label
+from ..runtime import check_output_path, progress, resolve_device
 
 
 def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
-    """'x0,y0,x1,y1' or 'x0,y0,x1,y1:neg' (or ':pos') -> ((x0, y0, x1, y1), positive)."""
+    """'x0,y0,x1,y1' or 'x0,y0,x1,y1:neg' (or ':pos', ':+', ':-') -> ((x0, y0, x1, y1), positive)."""
     coords, _, label = spec.partition(":")
-    label = label.strip().lower() or "pos"
-    if label not in ("pos", "neg", "positive", "negative", "+", "-"):
-        raise InputError(f"exemplar {spec!r}: label must be 'pos' or 'neg'")
+    try:
+        positive = parse_label(label or "pos")
+    except InputError:
+        raise InputError(f"exemplar {spec!r}: label must be 'pos' or 'neg'") from None
     parts = coords.split(",")
     if len(parts) != 4:
         raise InputError(f"exemplar {spec!r}: expected four numbers x0,y0,x1,y1")
@@ -23,15 +27,12 @@ def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
         box = tuple(float(p) for p in parts)
     except ValueError:
         raise InputError(f"exemplar {spec!r}: coordinates must be numbers") from None
-    return box, label in ("pos", "positive", "+")  # type: ignore[return-value]
+    return box, positive  # type: ignore[return-value]
 
 
 def load_model(args):
-    from tqdm import tqdm
-
-    from ..build import default_weights_path, load
-    from ..config import Sam3Config, get_config
-
+    """The detector named by ``--checkpoint`` / ``--config`` on ``--device`` (checked first)."""
+    device = resolve_device(getattr(args, "device", None))
     config = None
     if getattr(args, "config", None):
         if Path(args.config).is_file():
@@ -42,31 +43,29 @@ def load_model(args):
         else:
             config = get_config(args.config)
     path = args.checkpoint or default_weights_path()
-    # A running clock while a large checkpoint loads; only on a terminal, so that logs and
-    # error output stay one line.
-    with tqdm(total=1, desc=f"loading {Path(path).name}", file=sys.stderr, leave=False,
-              bar_format="{desc}: {elapsed}", disable=not sys.stderr.isatty()) as bar:
-        model = load(args.checkpoint, config=config, device=args.device)
+    # a running clock while a large checkpoint loads (only on a terminal)
+    with progress(total=1, desc=f"loading {Path(path).name}", leave=False,
+                  bar_format="{desc}: {elapsed}") as bar:
+        model = load(args.checkpoint, config=config, device=device)
         bar.update(1)
     return model
 
 
-def image_format(path: str) -> str:
-    ext = Path(path).suffix.lower().lstrip(".")
-    return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}.get(ext, "PNG")
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF",
+                  ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}  # overlay suffix -> PIL format
 
 
-def merge_overlays(results, image):
-    """One picture for several prompts: each prompt's instances drawn in turn."""
-    import numpy as np
+def image_format(path: str | Path) -> str:
+    """The PIL format an output image's suffix names, or a one-line InputError."""
+    ext = Path(path).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise InputError(f"{path}: unknown image suffix {ext or '(none)'!r}; use one of "
+                         + " ".join(OUTPUT_FORMATS))
+    return OUTPUT_FORMATS[ext]
 
-    from ..inference.image_io import load_image
 
-    canvas = load_image(image)
-    for r in results:
-        canvas = np.asarray(r.overlay(canvas))
-    from PIL import Image
-
-    return Image.fromarray(canvas)
-
+def check_image_output(path: str | Path, what: str = "--out") -> str:
+    """Before any work: the path is writable and names an image format. Returns the format."""
+    check_output_path(path, what)
+    return image_format(path)
 

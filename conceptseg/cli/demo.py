@@ -9,7 +9,13 @@ from importlib import resources
 from pathlib import Path
 
 from ..atomic import atomic_write
-from .common import merge_overlays
+from .. import build
+from ..errors import CheckpointError, MissingDependencyError, require
+from ..inference.image import ImagePredictor
+from ..inference.image_io import load_image
+from ..inference.overlay import draw_overlay
+from ..runtime import check_output_path
+from .track import run_track
 
 
 def examples_dir() -> Path:
@@ -18,12 +24,8 @@ def examples_dir() -> Path:
 
 def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
              threshold: float = 0.5) -> list[Path]:
-    from ..build import load
-    from ..inference.image import ImagePredictor
-    from ..inference.image_io import load_image
-
-    out = Path(out_dir)
-    model = load(checkpoint)
+    out = check_output_path(out_dir, "demo output folder", directory=True)
+    model = build.load(checkpoint)
     pred = ImagePredictor(model)
     prompts = json.loads((examples_dir() / "prompts.json").read_text())
     written, summary = [], {}
@@ -44,7 +46,7 @@ def run_demo(out_dir: str | Path = "demo_out", checkpoint: str | None = None,
             atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
             written.append(path)
         combined = out / f"{stem}_all.png"
-        merged = merge_overlays(results, rgb)
+        merged = draw_overlay(rgb, results)
         atomic_write(combined, lambda tmp: merged.save(tmp, format="PNG"))
         written.append(combined)
         summary[name] = [r.to_json() for r in results]
@@ -65,17 +67,13 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 def _run_video_demo(videos: dict[str, list[str]], out: Path, checkpoint: str | None) -> list[Path]:
     """Track each clip's prompts with the video model (detector + tracker); overlay mp4 + JSON
     per prompt. Skipped with a note when PyAV is missing or the checkpoint has no tracker."""
-    from ..build import load_video_model
-    from ..checkpoint import CheckpointError
-    from .track import run_track
-
     try:
-        import av  # noqa: F401
-    except ImportError:
-        print("video demo skipped: PyAV is not installed (pip install 'conceptseg[video]')")
+        require("av", "video")
+    except MissingDependencyError as e:
+        print(f"video demo skipped: {e}")
         return []
     try:
-        model = load_video_model(checkpoint)
+        model = build.load_video_model(checkpoint)
     except CheckpointError as e:
         print(f"video demo skipped: {e}")
         return []

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import InputError
-from .common import image_format, load_model, merge_overlays, parse_exemplar
+from ..inference.image import PRECISIONS, ImagePredictor
+from ..inference.image_io import load_image
+from ..inference.overlay import draw_overlay
+from ..inference.prompts import validate_exemplars, validate_text
+from ..inference.results import MASK_FORMATS
+from ..runtime import check_output_path, resolve_device
+from .common import check_image_output, load_model, parse_exemplar
 
 
 def register(sub) -> None:
@@ -21,31 +27,35 @@ def register(sub) -> None:
                                         "default: the small model shipped in the package")
     s.add_argument("--config", help="preset name or config JSON for checkpoints of custom size")
     s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--out", help="overlay image to write (png/jpg)")
-    s.add_argument("--json", help="JSON with RLE masks, boxes and scores")
+    s.add_argument("--out", help="overlay image to write (.png .jpg .webp .gif .bmp .tif)")
+    s.add_argument("--json", help="JSON with masks, boxes (pixel xywh) and scores")
+    s.add_argument("--masks", choices=MASK_FORMATS[:2], default="rle",
+                   help="mask format in --json: COCO RLE (exact) or polygons (outer outlines, "
+                        "simplified within 1 px)")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32")
     s.set_defaults(func=cmd_segment)
 
 
 def cmd_segment(args) -> int:
-    from ..inference.image import ImagePredictor
-    from ..inference.prompts import validate_exemplars, validate_text
-    from ..inference.image_io import load_image
-
     # Validate everything cheap before loading a (possibly multi-GB) model.
     exemplars = [parse_exemplar(s) for s in args.exemplar]
     if not args.text and not exemplars:
         raise InputError("give --text, --exemplar, or both")
     for t in args.text:
         validate_text(t)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise InputError(f"--threshold must be within [0, 1], got {args.threshold:g}")
+    out_format = check_image_output(args.out) if args.out else None
+    if args.json:
+        check_output_path(args.json, "--json")
+    resolve_device(args.device)
     rgb = load_image(args.image)
     validate_exemplars(exemplars, rgb.shape[1], rgb.shape[0])
     model = load_model(args)
     pred = ImagePredictor(model, precision=args.precision)
     pred.set_image(rgb)
-    texts = args.text or [None]
-    results = pred.predict(text=list(texts) if args.text else None, exemplars=exemplars,
+    results = pred.predict(text=list(args.text) if args.text else None, exemplars=exemplars,
                            threshold=args.threshold)
     results = results if isinstance(results, list) else [results]
     for r in results:
@@ -53,13 +63,12 @@ def cmd_segment(args) -> int:
               + ("".join(f"\n  score {s:.3f} box {[round(v, 1) for v in b]}"
                          for s, b in zip(r.scores.tolist(), r.boxes.tolist()))))
     if args.out:
-        overlay = merge_overlays(results, rgb)
-        atomic_write(Path(args.out), lambda t: overlay.save(t, format=image_format(args.out)))
+        overlay = draw_overlay(rgb, results)
+        atomic_write(Path(args.out), lambda t: overlay.save(t, format=out_format))
         print(f"overlay written to {args.out}")
     if args.json:
-        doc = {"image": str(args.image), "results": [r.to_json(image_id=0) for r in results]}
+        doc = {"image": str(args.image),
+               "results": [r.to_json(image_id=0, masks=args.masks) for r in results]}
         atomic_write(Path(args.json), lambda t: Path(t).write_text(json.dumps(doc)))
         print(f"json written to {args.json}")
     return 0
-
-

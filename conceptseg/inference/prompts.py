@@ -11,7 +11,9 @@ import torch
 from ..errors import InputError
 
 MAX_PROMPT_CHARS = 500  # the encoder sees 32 tokens; far longer text is a mistake, not a prompt
-Exemplar = tuple[Sequence[float], bool]  # ((x0, y0, x1, y1) in pixels, positive?)
+Exemplar = tuple[Sequence[float], object]  # ((x0, y0, x1, y1) pixels, label: see parse_label)
+POSITIVE_WORDS = ("pos", "positive", "+")  # exemplar labels read as positive (any case)
+NEGATIVE_WORDS = ("neg", "negative", "-")  # ... and as negative
 
 
 def validate_text(text) -> str:
@@ -34,9 +36,28 @@ def validate_text(text) -> str:
     return text
 
 
+def parse_label(value, what: str = "exemplar label") -> bool:
+    """An exemplar's positive flag: True/False, 1/0 (any integer or float type) or the words
+    pos/neg, positive/negative, +/- (any case). Anything else is refused: a truthy string
+    such as "neg" must not count as positive."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in POSITIVE_WORDS or word in NEGATIVE_WORDS:
+            return word in POSITIVE_WORDS
+    elif torch.is_tensor(value) and value.numel() == 1:
+        return parse_label(value.item(), what)
+    elif isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value == 1)
+    raise InputError(f"{what} must be True/False, 1/0 or pos/neg, got {value!r}")
+
+
 def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel xyxy boxes with labels -> (N x 4 normalised cxcywh, N labels)."""
+    """Pixel xyxy boxes with labels -> (N x 4 normalised cxcywh, N labels 1/0).
+
+    Each exemplar is ``((x0, y0, x1, y1), label)`` with a label read by :func:`parse_label`."""
     boxes, labels = [], []
     for i, item in enumerate(exemplars):
         try:
@@ -53,7 +74,7 @@ def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
                              f"{width}x{height} image")
         boxes.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width,
                       (y1 - y0) / height])
-        labels.append(1 if positive else 0)
+        labels.append(1 if parse_label(positive, f"exemplar {i} label") else 0)
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(labels).long()
 
 

@@ -1,79 +1,117 @@
-"""Prediction results: masks, boxes, scores and presence, with COCO RLE export and overlays."""
+"""Image results: :class:`Prediction` (every instance of one prompt on one image; also named
+:data:`ImageResult`) and :class:`Refinement` (interactive masks). Both serialise through the one
+function per format in :mod:`conceptseg.ops.encode` (COCO RLE, polygons, boxes)."""
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from ..ops.masks import rle_encode
+from ..errors import InputError
+from ..ops.encode import POLYGON_TOLERANCE, boxes_to_xywh, masks_to_polygons, rle_encode
+from .overlay import draw_overlay
 
-
-def palette(n: int) -> list[tuple[int, int, int]]:
-    """n well-separated colours (golden-ratio hue steps)."""
-    out = []
-    for i in range(n):
-        r, g, b = colorsys.hsv_to_rgb((0.08 + i * 0.618034) % 1.0, 0.75, 1.0)
-        out.append((int(r * 255), int(g * 255), int(b * 255)))
-    return out
+MASK_FORMATS = ("rle", "polygons", "none")  # how to_json writes each instance's mask
 
 
-@dataclass
+def plain_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A CPU copy that is an ordinary tensor, not an inference-mode one (which callers could
+    not modify in place or use in autograd)."""
+    if t is None:
+        return None
+    with torch.inference_mode(False):
+        return t.to("cpu", copy=True)
+
+
+@dataclass(repr=False)
 class Prediction:
     """Every instance found for one prompt on one image, sorted by decreasing score.
 
-    masks N x H x W bool at the original image size; boxes N x 4 pixel xyxy;
-    scores N = sigmoid(query logit) * presence; presence = sigmoid(presence logit).
+    masks N x H x W bool at the original image size; boxes N x 4 pixel xyxy, clipped to the
+    image; scores N = sigmoid(query logit) * presence; presence = sigmoid(presence logit).
     """
 
-    text: str | None
-    masks: torch.Tensor
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    presence: float
+    text: str | None  # the prompt; None for exemplar boxes without text
+    masks: torch.Tensor  # N x H x W bool
+    boxes: torch.Tensor  # N x 4 float pixel xyxy, within [0, W] x [0, H]
+    scores: torch.Tensor  # N float, decreasing
+    presence: float  # probability that the concept is in the image at all
     image_size: tuple[int, int]  # (height, width)
-    mask_probs: torch.Tensor | None = field(default=None, repr=False)  # N x H x W, optional
+    mask_probs: torch.Tensor | None = None  # N x H x W mask probabilities (return_probs=True)
+    image_id: str | None = field(default=None)  # fingerprint of the image it was made on
 
     def __len__(self) -> int:
         return int(self.scores.numel())
 
-    def to_coco(self, image_id: int | str, category_id: int = 1) -> list[dict]:
-        """COCO results entries (RLE masks via pycocotools, bbox as pixel xywh)."""
-        rles = rle_encode(self.masks) if len(self) else []
+    def __repr__(self) -> str:
+        scores = ", ".join(f"{s:.2f}" for s in self.scores[:5].tolist())
+        more = ", ..." if len(self) > 5 else ""
+        return (f"Prediction(text={self.text!r}, {len(self)} instance(s), scores [{scores}{more}], "
+                f"presence {self.presence:.3f}, image {self.image_size[1]}x{self.image_size[0]})")
+
+    def to_coco(self, image_id: int | str, category_id: int = 1, masks: str = "rle",
+                tolerance: float = POLYGON_TOLERANCE) -> list[dict]:
+        """COCO results entries: ``segmentation`` as RLE (pycocotools) or polygons (simplified
+        within ``tolerance`` px; ``masks="none"`` leaves it out), ``bbox`` as pixel xywh."""
+        segs = _segmentations(self.masks, masks, tolerance) if len(self) else []
         out = []
-        for rle, box, score in zip(rles, self.boxes.tolist(), self.scores.tolist()):
-            x0, y0, x1, y1 = box
-            out.append({"image_id": image_id, "category_id": category_id, "segmentation": rle,
-                        "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+        for seg, box, score in zip(segs, boxes_to_xywh(self.boxes), self.scores.tolist()):
+            entry = {"image_id": image_id, "category_id": category_id}
+            if seg is not None:
+                entry["segmentation"] = seg
+            out.append({**entry, "bbox": box, "score": float(score)})
         return out
 
-    def to_json(self, image_id: int | str | None = None) -> dict:
+    def to_json(self, image_id: int | str | None = None, masks: str = "rle",
+                tolerance: float = POLYGON_TOLERANCE) -> dict:
+        """The document the CLI writes (and the server returns) for this prompt."""
         return {"text": self.text, "presence": float(self.presence),
                 "height": self.image_size[0], "width": self.image_size[1],
-                "instances": self.to_coco(image_id if image_id is not None else 0)}
+                "instances": self.to_coco(image_id if image_id is not None else 0, masks=masks,
+                                          tolerance=tolerance)}
 
     def overlay(self, image, alpha: float = 0.5, draw_boxes: bool = True,
                 label: bool = True) -> Image.Image:
-        """Draw the masks (coloured, translucent), boxes and scores over the image."""
-        from .image_io import load_image
+        """Draw the masks (coloured, translucent), boxes and scores over the image it was made
+        on (an image of another size is refused)."""
+        return draw_overlay(image, [self], alpha=alpha, draw_boxes=draw_boxes, label=label)
 
-        rgb = load_image(image).astype(np.float32)
-        colours = palette(len(self))
-        for m, c in zip(self.masks.cpu().numpy(), colours):
-            rgb[m] = rgb[m] * (1 - alpha) + np.array(c, np.float32) * alpha
-        im = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(im)
-        width = max(1, round(max(im.size) / 400))
-        for i, (box, score, c) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), colours)):
-            if draw_boxes:
-                draw.rectangle(box, outline=c, width=width)
-            if label:
-                text = f"{self.text or 'exemplar'} {score:.2f}"
-                x, y = box[0], max(0, box[1] - 12)
-                tb = draw.textbbox((x, y), text)
-                draw.rectangle(tb, fill=(0, 0, 0))
-                draw.text((x, y), text, fill=c)
-        return im
+
+ImageResult = Prediction  # the name the server and the docs use for one prompt's result
+
+
+def _segmentations(masks: torch.Tensor, fmt: str, tolerance: float) -> list:
+    if fmt == "rle":
+        return rle_encode(masks)
+    if fmt == "polygons":
+        return masks_to_polygons(masks, tolerance)
+    if fmt == "none":
+        return [None] * masks.shape[0]
+    raise InputError(f"mask format must be one of {', '.join(MASK_FORMATS)}, got {fmt!r}")
+
+
+@dataclass(repr=False)
+class Refinement:
+    """Result of :meth:`ImagePredictor.refine`, best first (decreasing predicted IoU)."""
+
+    masks: torch.Tensor  # K x H x W bool at the image size
+    scores: torch.Tensor  # K predicted IoU
+    logits: torch.Tensor  # K x r x r low-res mask logits clamped to +-32 (feed back as mask_input)
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    def __repr__(self) -> str:
+        h, w = self.masks.shape[-2:]
+        scores = ", ".join(f"{s:.2f}" for s in self.scores.tolist())
+        return f"Refinement({len(self)} mask(s), predicted IoU [{scores}], image {w}x{h})"
+
+    def to_json(self, masks: str = "rle", tolerance: float = POLYGON_TOLERANCE) -> dict:
+        """``{"height", "width", "masks": [{"segmentation", "score"}, ...]}``."""
+        h, w = self.masks.shape[-2:]
+        segs = _segmentations(self.masks, masks, tolerance) if len(self) else []
+        return {"height": int(h), "width": int(w),
+                "masks": [{"segmentation": s, "score": float(v)}
+                          for s, v in zip(segs, self.scores.tolist())]}
