@@ -7,9 +7,9 @@
 """
 
 from .build import build_model, load, load_video_model
-from .checkpoint import CheckpointError, convert, save_checkpoint
+from .checkpoint import convert, save_checkpoint
 from .config import Sam3Config, get_config
-from .errors import ConceptSegError, InputError
+from .errors import CheckpointError, ConceptSegError, InputError
 from .inference.image import ImagePredictor
 from .inference.results import Prediction
 from .inference.video import VideoSession
