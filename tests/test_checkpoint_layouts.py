@@ -10,8 +10,7 @@ from safetensors.torch import save_file
 
 import conceptseg as cs
 from conceptseg.build import build_model, build_video_model, save_video_checkpoint
-from conceptseg.checkpoint import (CheckpointError, convert, describe, load, save,
-                                   save_checkpoint)
+from conceptseg.checkpoint import CheckpointError, convert, describe, load, save, save_checkpoint
 from conceptseg.checkpoint.formats import HF_META_PREFIX, PT_META_KEY
 from conceptseg.cli import main
 from conceptseg.config import get_config
@@ -174,7 +173,7 @@ def test_video_save_keeps_the_source_dtype(tmp_path):
 def test_load_kinds(tmp_path):
     video = build_video_model("test", seed=0)
     path = save_video_checkpoint(video, tmp_path / "v.safetensors")
-    tracker, neck = load(path, "tracker")
+    tracker, _ = load(path, "tracker")
     assert torch.equal(next(iter(tracker.state_dict().values())),
                        next(iter(video.tracker.state_dict().values())))
     with pytest.raises(InputError, match="unknown model kind"):

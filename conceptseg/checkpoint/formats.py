@@ -35,7 +35,10 @@ from torch import Tensor
 from ..config import Sam3Config
 from ..errors import CheckpointError
 from ..tracker.config import TrackerConfig
-from . import hf, hf_tracker, official
+from .hf import hf_to_official, looks_like_hf
+from .hf_tracker import split as split_hf_tracker
+from .official import looks_like_official
+from .official import split as split_official
 
 Layout = Literal["ours", "official", "hf"]
 FileFormat = Literal["safetensors", "torch", "directory"]
@@ -151,9 +154,9 @@ def detect_layout(keys, meta: dict[str, str]) -> Layout:
     """The layout of a state dict by its metadata and key names."""
     if meta.get("format") == OURS_FORMAT:
         return "ours"
-    if official.looks_like_official(keys):
+    if looks_like_official(keys):
         return "official"
-    if hf.looks_like_hf(keys):
+    if looks_like_hf(keys):
         return "hf"
     raise CheckpointError(f"not a SAM 3 checkpoint: unrecognised keys such as {list(keys)[:2]}")
 
@@ -165,10 +168,10 @@ def read_checkpoint(path: str | os.PathLike) -> Parts:
     source = str(path)
     try:
         if layout == "hf":
-            det = hf.hf_to_official(raw)
-            trk, neck = hf_tracker.split(raw)
+            det = hf_to_official(raw)
+            trk, neck = split_hf_tracker(raw)
         else:
-            det, trk, neck = official.split(raw, prefixed_detector=layout == "official")
+            det, trk, neck = split_official(raw, prefixed_detector=layout == "official")
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{source}: cannot read the {layout} layout: "
                               f"{_first_line(e)}") from None

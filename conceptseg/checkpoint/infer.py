@@ -108,7 +108,7 @@ def _vision(sd: dict[str, Tensor], presets, unknown: list[str]) -> VisionConfig:
     same = [p for p in presets if (p.vision.width, p.vision.depth, p.vision.patch_size) ==
             (width, depth, patch)]
     for name in ("heads", "window_size", "image_size", "global_blocks"):
-        value = _agreed(same, lambda p: True, lambda p: getattr(p.vision, name))
+        value = _agreed(same, lambda p: True, lambda p, name=name: getattr(p.vision, name))
         if value is None:
             unknown.append(f"vision.{name}")
         else:
@@ -151,7 +151,7 @@ def _from_shapes(sd: dict[str, Tensor]) -> tuple[Sam3Config, list[str]]:
         pixel_decoder_stages=_count(sd, r"segmentation_head\.pixel_decoder\.conv_layers\.(\d+)\."))
     for name, key in (("heads", lambda p: p.d_model == d),
                       ("scalp", lambda p: p.neck_scales == scales)):
-        value = _agreed(presets, key, lambda p: getattr(p, name))
+        value = _agreed(presets, key, lambda p, name=name: getattr(p, name))
         if value is None:
             unknown.append(name)
         else:

@@ -29,9 +29,9 @@ from ..runtime import resolve_device
 from ..tracker.config import TrackerConfig
 from ..tracker.neck import TrackerNeck
 from ..tracker.tracker import Tracker
-from . import official
 from .formats import Parts, read_checkpoint
 from .infer import fill_derivable, infer_config, infer_tracker_config, is_derivable
+from .official import NECK_KEY_PREFIX, neck_state_dict, tracker_state_dict
 
 Kind = Literal["image", "video", "tracker"]
 DEFAULT_WEIGHTS = "tiny.safetensors"  # shipped in conceptseg/assets
@@ -90,7 +90,7 @@ def _tracker_parts(parts: Parts, det_cfg: Sam3Config, tracker_config
                               "official sam3.pt")
     if not parts.neck:
         raise CheckpointError(f"{src} has tracker weights but no tracker neck "
-                              f"({official.NECK_KEY_PREFIX}*)")
+                              f"({NECK_KEY_PREFIX}*)")
     if tracker_config is not None:
         trk_cfg = resolve_tracker_config(tracker_config, det_cfg)
     else:
@@ -102,7 +102,7 @@ def _tracker_parts(parts: Parts, det_cfg: Sam3Config, tracker_config
         raise CheckpointError(f"{src}: {e}") from None
     tracker, neck = Tracker(trk_cfg), TrackerNeck(trk_cfg)
     load_strict(tracker, parts.tracker, f"{src} (tracker.*)")
-    load_strict(neck, parts.neck, f"{src} (tracker neck {official.NECK_KEY_PREFIX}*)")
+    load_strict(neck, parts.neck, f"{src} (tracker neck {NECK_KEY_PREFIX}*)")
     return tracker, neck
 
 
@@ -131,8 +131,8 @@ def load_strict(module: nn.Module, sd: dict[str, Tensor], what: str) -> None:
 def load_tracker(sd: dict[str, Tensor], cfg: TrackerConfig) -> tuple[Tracker, TrackerNeck]:
     """(tracker, neck) strictly loaded from an official video state dict, in eval mode."""
     tracker, neck = Tracker(cfg), TrackerNeck(cfg)
-    load_strict(tracker, official.tracker_state_dict(sd), "tracker.*")
-    load_strict(neck, official.neck_state_dict(sd), "tracker neck")
+    load_strict(tracker, tracker_state_dict(sd), "tracker.*")
+    load_strict(neck, neck_state_dict(sd), "tracker neck")
     return tracker.eval(), neck.eval()
 
 

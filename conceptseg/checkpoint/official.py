@@ -2,10 +2,10 @@
 
 Official names are our module names, so the table is a set of prefixes::
 
-    official sam3.pt                                  ours (safetensors)          our module
-    detector.<k>                                      <k>                         Sam3Detector
-    detector.backbone.vision_backbone.sam2_convs.<k>  (same as official)          TrackerNeck sam2_convs.<k>
-    tracker.<k>                                       tracker.<k>                 Tracker <k>
+    official sam3.pt                                  ours (safetensors)   our module
+    detector.<k>                                      <k>                  Sam3Detector <k>
+    detector.backbone.vision_backbone.sam2_convs.<k>  (as official)        TrackerNeck sam2_convs.<k>
+    tracker.<k>                                       tracker.<k>          Tracker <k>
 
 An official image-only state dict may also come unprefixed (``backbone.vision_backbone...``,
 then its tracker neck is ``backbone.vision_backbone.sam2_convs.*``), and the image model with the
@@ -61,7 +61,8 @@ def split(sd: dict[str, Tensor], prefixed_detector: bool
         det = {k[len(DETECTOR_PREFIX):]: v for k, v in sd.items() if k.startswith(DETECTOR_PREFIX)}
     else:
         det = {k: v for k, v in sd.items() if not k.startswith(other)}
-        stray = [k for k in sd if k.startswith(DETECTOR_PREFIX) and not k.startswith(NECK_KEY_PREFIX)]
+        stray = [k for k in sd
+                 if k.startswith(DETECTOR_PREFIX) and not k.startswith(NECK_KEY_PREFIX)]
         if stray:
             raise KeyError(f"unexpected keys {stray[:3]} in a conceptseg checkpoint")
     det = {k: v for k, v in det.items() if not k.startswith(_IMAGE_NECK_PREFIX + "sam2_convs.")}

@@ -17,8 +17,8 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import safetensors.torch as st  # called as st.save_file: late-bound, so tests can fail it
+import torch
 from torch import Tensor
 
 from ..atomic import atomic_write
@@ -28,11 +28,22 @@ from ..model.detector import Sam3Detector
 from ..model.video_model import VideoModel
 from ..tracker.neck import TrackerNeck
 from ..tracker.tracker import Tracker
-from . import hf, hf_tracker, official
-from .formats import (CONFIG_KEY, HF_META_PREFIX, OURS_FORMAT, PT_META_KEY, TRACKER_CONFIG_KEY,
-                      Layout, Parts, read_checkpoint)
+from .formats import (
+    CONFIG_KEY,
+    HF_META_PREFIX,
+    OURS_FORMAT,
+    PT_META_KEY,
+    TRACKER_CONFIG_KEY,
+    Layout,
+    Parts,
+    read_checkpoint,
+)
+from .hf import official_to_hf
+from .hf_tracker import HF_TRACKER_PREFIX
+from .hf_tracker import official_to_hf as tracker_to_hf
 from .infer import fill_derivable, infer_config, infer_tracker_config
 from .load import check_state_dict
+from .official import join
 
 LAYOUTS = ("ours", "official", "hf")
 
@@ -54,16 +65,16 @@ def save(model: Sam3Detector | VideoModel | Parts, path: str | os.PathLike,
     if layout != "hf":
         det = fill_derivable(det, parts.config)
     if layout == "ours":
-        sd = _unshared(official.join(det, trk, neck, prefixed_detector=False))
+        sd = _unshared(join(det, trk, neck, prefixed_detector=False))
         meta = {"format": OURS_FORMAT, **configs}
         return atomic_write(path, lambda t: st.save_file(sd, t, metadata=meta))
     if layout == "official":
-        sd = official.join(det, trk, neck, prefixed_detector=True)
+        sd = join(det, trk, neck, prefixed_detector=True)
         return atomic_write(path, lambda t: torch.save({"model": sd, PT_META_KEY: configs}, t))
-    sd = hf.official_to_hf(det)
+    sd = official_to_hf(det)
     if trk:
         sd = {"detector_model." + k: v for k, v in sd.items()}
-        sd.update(hf_tracker.official_to_hf({**trk, **neck}, prefix=hf_tracker.HF_TRACKER_PREFIX))
+        sd.update(tracker_to_hf({**trk, **neck}, prefix=HF_TRACKER_PREFIX))
     sd = _unshared(sd)
     meta = {"format": "pt", **{HF_META_PREFIX + k: v for k, v in configs.items()}}
     return atomic_write(path, lambda t: st.save_file(sd, t, metadata=meta))

@@ -16,8 +16,8 @@ import dataclasses
 from torch import Tensor, nn
 
 from ..config import Sam3Config
-from ..model.detector import ImageFeatures, Sam3Detector
 from ..errors import InputError
+from ..model.detector import ImageFeatures, Sam3Detector
 from ..tracker.config import TrackerConfig, get_tracker_config
 from ..tracker.neck import TrackerNeck
 from ..tracker.tracker import Tracker, TrackerFeatures
