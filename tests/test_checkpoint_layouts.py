@@ -2,9 +2,11 @@
 safetensors header, calibration and trackers kept through conversion, clean errors."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -15,6 +17,8 @@ from conceptseg.checkpoint.formats import HF_META_PREFIX, PT_META_KEY
 from conceptseg.cli import main
 from conceptseg.config import get_config
 from conceptseg.errors import InputError
+from conceptseg.model.video_model import tracker_config_for
+from conceptseg.tracker.config import get_tracker_config
 
 
 def _custom_config(vision_too: bool):
@@ -87,7 +91,7 @@ def test_custom_size_without_derivable_heads_asks_for_a_config(tmp_path):
         load(bare)
     assert "\n" not in str(e.value)
     assert load(bare, config=cfg).config == cfg
-    (tmp_path / "cfg.json").write_text(__import__("json").dumps(cfg.to_dict()))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     assert main(["convert", str(bare), str(tmp_path / "o.safetensors"), "--to", "ours",
                  "--config", str(tmp_path / "cfg.json")]) == 0
     assert load(tmp_path / "o.safetensors").config == cfg
@@ -117,7 +121,6 @@ def test_video_checkpoint_whose_first_byte_looks_like_a_pickle(tmp_path, capsys)
     ipath = _with_0x80_first_byte(save_checkpoint(image, tmp_path / "i.safetensors"))
     assert describe(ipath)["file_format"] == "safetensors"
     _same_outputs(image, cs.load(ipath), 56)
-    from PIL import Image
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "x.png")
     for ckpt in (path, ipath):
         assert main(["segment", str(tmp_path / "x.png"), "--text", "red", "--checkpoint",
@@ -194,3 +197,18 @@ def test_convert_to_a_directory_or_unwritable_path_fails_first(tmp_path, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "output checkpoint" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_custom_size_tracker_loads_without_config(tmp_path):
+    base = tracker_config_for(get_config("test"), get_tracker_config("test"))
+    tcfg = dataclasses.replace(base, name="mine", memory_layers=3, memory_ffn_dim=192,
+                               num_maskmem=5, sam_mlp_dim=128, fuser_layers=1)
+    video = build_video_model("test", tcfg, seed=4)
+    path = save_video_checkpoint(video, tmp_path / "v.pt", layout="official")
+    assert load(path, "video").tracker_config == video.tracker_config  # our metadata
+    bare = _strip_our_metadata(path, tmp_path / "bare.pt")
+    got = load(bare, "video")
+    want = dataclasses.replace(video.tracker_config, name="custom")
+    assert got.tracker_config == want
+    a, b = video.state_dict(), got.state_dict()
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

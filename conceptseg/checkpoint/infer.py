@@ -194,23 +194,76 @@ def infer_config(sd: dict[str, Tensor], source: str = "checkpoint") -> Sam3Confi
 
 def infer_tracker_config(det_cfg: Sam3Config, trk: dict[str, Tensor], neck: dict[str, Tensor],
                          source: str = "checkpoint") -> TrackerConfig:
-    """The tracker preset (geometry from the detector) whose names and shapes equal these."""
+    """The tracker config (geometry from the detector) of these tracker and neck tensors: a
+    preset whose names and shapes equal them, else the sizes read off the shapes with the rest
+    taken from the presets where they agree; CheckpointError naming what cannot be read."""
     got = _tracker_signature(trk, neck)
-    best, best_diff = None, None
-    for name, make in TRACKER_PRESETS.items():
-        cfg = tracker_config_for(det_cfg, make())
-        with torch.device("meta"):
-            ref = _tracker_signature(Tracker(cfg).state_dict(), TrackerNeck(cfg).state_dict())
-        diff = {k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k)}
-        if not diff:
+    presets = [tracker_config_for(det_cfg, make()) for make in TRACKER_PRESETS.values()]
+    for cfg in presets:
+        if _tracker_shapes(cfg) == got:
             return cfg
-        if best_diff is None or len(diff) < len(best_diff):
-            best, best_diff = name, diff
-    raise CheckpointError(f"{source}: tracker sizes match no tracker preset (closest {best!r} "
-                          f"differs in {len(best_diff)} tensors, e.g. "
-                          f"{sorted(k[2:] for k in best_diff)[:3]}); the tracker's head counts "
-                          "and memory options are not in the shapes: save it in our format "
-                          "with its config")
+    try:
+        sizes = _tracker_sizes(trk, neck, det_cfg.vision.width)
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"{source}: not a SAM 3 tracker (no {e})") from None
+    d, unknown = sizes["d_model"], []
+    cfg = tracker_config_for(det_cfg, TrackerConfig(**sizes))
+    hidden = {f.name for f in dataclasses.fields(TrackerConfig)} - set(sizes) - {
+        "image_size", "backbone_stride", "vit_dim", "mask_interpol_size", "name"}
+    for name in sorted(hidden):
+        value = _agreed(presets, lambda p: True, lambda p, name=name: getattr(p, name))
+        if value is None:  # the presets differ: those of the same width may still agree
+            value = _agreed(presets, lambda p: p.d_model == d,
+                            lambda p, name=name: getattr(p, name))
+        if value is None:
+            unknown.append(name)
+        else:
+            cfg = dataclasses.replace(cfg, **{name: value})
+    if unknown:
+        raise CheckpointError(f"{source}: tracker sizes match no preset and {', '.join(unknown)} "
+                              "cannot be read from the tensor shapes; save it in our format "
+                              "with its config, or pass a tracker config")
+    diff = _diff(_tracker_shapes(cfg), got)
+    if diff:
+        raise CheckpointError(f"{source}: tracker sizes match no preset, and the config read from "
+                              f"the shapes does not fit {len(diff)} tensors (e.g. "
+                              f"{[k[2:] for k in diff[:3]]}); pass a tracker config")
+    return cfg
+
+
+def _tracker_sizes(trk: dict[str, Tensor], neck: dict[str, Tensor], vit_dim: int) -> dict:
+    """The TrackerConfig fields that tensor shapes show."""
+    d = trk["no_obj_ptr"].shape[1]
+    dec, fuser = "sam_mask_decoder.", "maskmem_backbone.fuser.layers."
+    down = sorted(int(m.group(1)) for k, v in trk.items() if v.dim() == 4 and (
+        m := re.fullmatch(r"maskmem_backbone\.mask_downsampler\.encoder\.(\d+)\.weight", k)))
+    first = trk[f"maskmem_backbone.mask_downsampler.encoder.{down[0]}.weight"]
+    stride = math.isqrt(first.shape[0] // first.shape[1])
+    levels = _count(neck, r"sam2_convs\.(\d+)\.")
+    top_scale = vit_dim / neck["sam2_convs.0.conv_1x1.weight"].shape[1]  # 4x: vit_dim / 4 in
+    return dict(
+        d_model=d, mem_dim=trk["maskmem_tpos_enc"].shape[-1],
+        num_maskmem=trk["maskmem_tpos_enc"].shape[0],
+        memory_layers=_count(trk, r"transformer\.encoder\.layers\.(\d+)\."),
+        memory_ffn_dim=trk["transformer.encoder.layers.0.linear1.weight"].shape[0],
+        fuser_layers=_count(trk, re.escape(fuser) + r"(\d+)\."),
+        fuser_kernel=trk[fuser + "0.dwconv.weight"].shape[-1],
+        fuser_mlp_ratio=trk[fuser + "0.pwconv1.weight"].shape[0] // d,
+        mask_in_chans=trk["sam_prompt_encoder.mask_downscaling.3.weight"].shape[0],
+        sam_depth=_count(trk, re.escape(dec) + r"transformer\.layers\.(\d+)\."),
+        sam_mlp_dim=trk[dec + "transformer.layers.0.mlp.lin1.weight"].shape[0],
+        sam_attn_downsample=d // trk[dec + "transformer.final_attn_token_to_image.q_proj.weight"]
+        .shape[0],
+        num_multimask_outputs=trk[dec + "mask_tokens.weight"].shape[0] - 1,
+        iou_head_depth=_count(trk, re.escape(dec) + r"iou_prediction_head\.layers\.(\d+)\."),
+        iou_head_hidden_dim=trk[dec + "iou_prediction_head.layers.0.weight"].shape[0],
+        mask_downsampler_stride=stride, mask_downsampler_total_stride=stride ** (len(down) - 1),
+        neck_scales=tuple(top_scale / 2 ** i for i in range(levels)))
+
+
+def _tracker_shapes(cfg: TrackerConfig) -> dict[str, tuple]:
+    with torch.device("meta"):
+        return _tracker_signature(Tracker(cfg).state_dict(), TrackerNeck(cfg).state_dict())
 
 
 def _tracker_signature(trk: dict[str, Tensor], neck: dict[str, Tensor]) -> dict[str, tuple]:

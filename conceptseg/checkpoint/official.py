@@ -4,7 +4,7 @@ Official names are our module names, so the table is a set of prefixes::
 
     official sam3.pt                                  ours (safetensors)   our module
     detector.<k>                                      <k>                  Sam3Detector <k>
-    detector.backbone.vision_backbone.sam2_convs.<k>  (as official)        TrackerNeck sam2_convs.<k>
+    detector.backbone.vision_backbone.sam2_convs.<k>  (as official)        TrackerNeck sam2_convs.*
     tracker.<k>                                       tracker.<k>          Tracker <k>
 
 An official image-only state dict may also come unprefixed (``backbone.vision_backbone...``,
