@@ -199,13 +199,18 @@ def infer_tracker_config(det_cfg: Sam3Config, trk: dict[str, Tensor], neck: dict
     taken from the presets where they agree; CheckpointError naming what cannot be read."""
     got = _tracker_signature(trk, neck)
     presets = [tracker_config_for(det_cfg, make()) for make in TRACKER_PRESETS.values()]
-    for cfg in presets:
-        if _tracker_shapes(cfg) == got:
+    diffs = [(p.name, _diff(_tracker_shapes(p), got)) for p in presets]
+    for cfg, (_, diff) in zip(presets, diffs):
+        if not diff:
             return cfg
+    closest, near = min(diffs, key=lambda t: len(t[1]))
+    nearest = (f"closest preset {closest!r} differs in {len(near)} tensors, e.g. "
+               f"{[k[2:] for k in near[:3]]}")
     try:
         sizes = _tracker_sizes(trk, neck, det_cfg.vision.width)
     except (KeyError, IndexError) as e:
-        raise CheckpointError(f"{source}: not a SAM 3 tracker (no {e})") from None
+        raise CheckpointError(f"{source}: tracker sizes match no preset ({nearest}) and cannot "
+                              f"be read off the tensor shapes (no {e})") from None
     d, unknown = sizes["d_model"], []
     cfg = tracker_config_for(det_cfg, TrackerConfig(**sizes))
     hidden = {f.name for f in dataclasses.fields(TrackerConfig)} - set(sizes) - {
@@ -220,13 +225,13 @@ def infer_tracker_config(det_cfg: Sam3Config, trk: dict[str, Tensor], neck: dict
         else:
             cfg = dataclasses.replace(cfg, **{name: value})
     if unknown:
-        raise CheckpointError(f"{source}: tracker sizes match no preset and {', '.join(unknown)} "
-                              "cannot be read from the tensor shapes; save it in our format "
-                              "with its config, or pass a tracker config")
+        raise CheckpointError(f"{source}: tracker sizes match no preset ({nearest}) and "
+                              f"{', '.join(unknown)} cannot be read from the tensor shapes; save "
+                              "it in our format with its config, or pass a tracker config")
     diff = _diff(_tracker_shapes(cfg), got)
     if diff:
-        raise CheckpointError(f"{source}: tracker sizes match no preset, and the config read from "
-                              f"the shapes does not fit {len(diff)} tensors (e.g. "
+        raise CheckpointError(f"{source}: tracker sizes match no preset ({nearest}), and the "
+                              f"config read from the shapes does not fit {len(diff)} tensors (e.g. "
                               f"{[k[2:] for k in diff[:3]]}); pass a tracker config")
     return cfg
 
@@ -241,7 +246,7 @@ def _tracker_sizes(trk: dict[str, Tensor], neck: dict[str, Tensor], vit_dim: int
     stride = math.isqrt(first.shape[0] // first.shape[1])
     levels = _count(neck, r"sam2_convs\.(\d+)\.")
     top_scale = vit_dim / neck["sam2_convs.0.conv_1x1.weight"].shape[1]  # 4x: vit_dim / 4 in
-    return dict(
+    return dict(  # noqa: C408 (keyword form: these are TrackerConfig fields)
         d_model=d, mem_dim=trk["maskmem_tpos_enc"].shape[-1],
         num_maskmem=trk["maskmem_tpos_enc"].shape[0],
         memory_layers=_count(trk, r"transformer\.encoder\.layers\.(\d+)\."),
