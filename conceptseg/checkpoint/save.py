@@ -28,16 +28,8 @@ from ..model.detector import Sam3Detector
 from ..model.video_model import VideoModel
 from ..tracker.neck import TrackerNeck
 from ..tracker.tracker import Tracker
-from .formats import (
-    CONFIG_KEY,
-    HF_META_PREFIX,
-    OURS_FORMAT,
-    PT_META_KEY,
-    TRACKER_CONFIG_KEY,
-    Layout,
-    Parts,
-    read_checkpoint,
-)
+from .formats import (CONFIG_KEY, HF_META_PREFIX, OURS_FORMAT, PT_META_KEY, TRACKER_CONFIG_KEY,
+                      Layout, Parts, read_checkpoint)
 from .hf import official_to_hf
 from .hf_tracker import HF_TRACKER_PREFIX
 from .hf_tracker import official_to_hf as tracker_to_hf
