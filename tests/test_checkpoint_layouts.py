@@ -138,8 +138,9 @@ def test_convert_keeps_score_bias(tmp_path, capsys):
     back = load(tmp_path / "back.safetensors")
     assert back.config == cfg
     _same_outputs(model, back, 56)
-    assert convert(src, tmp_path / "h.safetensors", "hf") == "ours"
-    assert load(tmp_path / "h.safetensors").config.score_bias == 0.75
+    (tmp_path / "hfdir").mkdir()
+    assert convert(src, tmp_path / "hfdir" / "model.safetensors", "hf") == "ours"
+    assert load(tmp_path / "hfdir").config.score_bias == 0.75  # an HF directory
 
 
 def test_convert_video_checkpoint_to_hf_writes_the_tracker(tmp_path, capsys):
