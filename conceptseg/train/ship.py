@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import load, save_video_checkpoint
 from ..errors import InputError
 
 __all__ = ["assemble"]
@@ -25,7 +24,9 @@ TRUNK = "backbone.vision_backbone.trunk."
 
 def assemble(detector_path: str, tracker_path: str, out: str, half: bool = True,
              allow_trunk_mismatch: bool = False):
-    video = load(tracker_path, "video")
+    from ..build import load, load_video_model, save_video_checkpoint
+
+    video = load_video_model(tracker_path)
     detector = load(detector_path)
     new, old = detector.state_dict(), video.detector.state_dict()
     if new.keys() != old.keys():
