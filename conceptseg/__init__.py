@@ -6,10 +6,10 @@
 >>> r = pred.predict(text="yellow school bus")
 """
 
-from .build import build_model, load_video_model
-from .checkpoint import convert, load, save_checkpoint
+from .build import build_model, load, load_video_model
+from .checkpoint import CheckpointError, convert, save_checkpoint
 from .config import Sam3Config, get_config
-from .errors import CheckpointError, ConceptSegError, InputError
+from .errors import ConceptSegError, InputError
 from .inference.image import ImagePredictor
 from .inference.results import Prediction
 from .inference.video import VideoSession
