@@ -5,7 +5,7 @@ that the port computes what the official code does (see shared/reference/ARCHITE
 8): ViT LayerNorm eps 1e-5 (transformers defaults to 1e-6), the CLIP text config built as an
 object with ``hidden_act="gelu"`` and 32 positions (a dict would fall back to CLIP's defaults,
 ``quick_gelu`` and 77). ``build_hf_model(cfg, official_sd)`` loads our (official-layout) weights
-into ``transformers.Sam3Model`` through :func:`conceptseg.checkpoint_hf.official_to_hf`, strictly.
+into ``transformers.Sam3Model`` through :func:`conceptseg.checkpoint.hf.official_to_hf`, strictly.
 
 Differences that remain by design and that a comparison has to allow for: transformers'
 ``pred_boxes`` are xyxy; its presence logit is clamped to +-10; with no box it skips the geometry
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from conceptseg.checkpoint_hf import official_to_hf
+from conceptseg.checkpoint.hf import official_to_hf
 from conceptseg.config import Sam3Config
 
 

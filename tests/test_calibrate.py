@@ -35,15 +35,15 @@ def test_shifts_in_the_model_equal_rescoring(model, tmp_path):
     s1 = summarize(rows1)
     for k in ("cgF1", "pmF1", "IL_MCC", "presence_auc"):
         assert s1[k] == pytest.approx(s0[k], abs=1e-6)
-    # the calibration constant travels with our checkpoint; the official layout warns
+    # the calibration constant travels with our checkpoint, in every layout (issue 17 item 3)
     m2 = load(save_weights(m, tmp_path / "cal.safetensors"))
     assert m2.config.score_bias == -0.5
     rows2 = collect(m2, 3, seed=11)
     np.testing.assert_allclose(rows2[0].query_logits, rows1[0].query_logits, atol=1e-5)
     from conceptseg.checkpoint import save_checkpoint
 
-    with pytest.warns(UserWarning, match="score_bias"):
-        save_checkpoint(m, tmp_path / "official.pt", layout="official")
+    m3 = load(save_checkpoint(m, tmp_path / "official.pt", layout="official"))
+    assert m3.config.score_bias == -0.5
 
 
 def test_quick_eval_is_summarize_of_collect(model):

@@ -163,7 +163,7 @@ def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path):
     # byte is 0x80 the file also starts like a legacy pickle: it must still load as safetensors
     from safetensors.torch import save_file
 
-    from conceptseg.checkpoint import _read_raw
+    from conceptseg.checkpoint.formats import read_raw
 
     sd = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
     for pad in range(300):
@@ -173,5 +173,5 @@ def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path):
             break
     else:
         pytest.fail("no padding gave a 0x80 first byte")
-    raw, meta = _read_raw(path)
+    raw, meta, _ = read_raw(path)
     assert torch.equal(raw["w"], sd["w"]) and meta["pad"] == "x" * pad

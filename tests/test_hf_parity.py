@@ -1,6 +1,6 @@
 """Parity with the transformers port (``transformers.Sam3Model``) and the HF weight layout.
 
-The same weights (ours, converted with ``conceptseg.checkpoint_hf.official_to_hf``) are loaded
+The same weights (ours, converted with ``conceptseg.checkpoint.hf.official_to_hf``) are loaded
 into both models and fed the same pixels, tokens and boxes (fp32, CPU). Max abs errors measured on
 torch 2.13 CPU / transformers 5.23, RoI-Align via the shim below (torchvision absent):
   test (random, constants randomised): FPN levels 3.0e-7, text features 0;
@@ -28,7 +28,7 @@ import torch
 pytest.importorskip("transformers", reason="the transformers reference is a test extra")
 
 from conceptseg.build import build_model  # noqa: E402
-from conceptseg.checkpoint_hf import (  # noqa: E402
+from conceptseg.checkpoint.hf import (  # noqa: E402
     hf_to_official, looks_like_hf, official_to_hf, rope_buffers)
 from conceptseg.config import get_config  # noqa: E402
 from conceptseg.model.detector import Sam3Detector  # noqa: E402

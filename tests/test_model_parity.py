@@ -25,7 +25,7 @@ def test_state_dict_matches_official_keys_and_shapes(fixture_state_dict, fixture
 
 
 def test_rope_buffers_recomputed_exactly(fixture_state_dict):
-    from conceptseg.checkpoint import _derivable_tensors
+    from conceptseg.checkpoint.infer import derivable_tensors as _derivable_tensors
     from conceptseg.config import fixture_config
 
     derived = _derivable_tensors(fixture_config())

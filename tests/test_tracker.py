@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from conceptseg.tracker.bank import FrameMemory, MemoryBank, memory_score
-from conceptseg.tracker.checkpoint import load_tracker, neck_state_dict, tracker_state_dict
-from conceptseg.tracker.checkpoint_hf import hf_to_official, official_to_hf
+from conceptseg.checkpoint.hf_tracker import hf_to_official, official_to_hf
+from conceptseg.checkpoint.load import load_tracker
+from conceptseg.checkpoint.official import neck_state_dict, tracker_state_dict
 from conceptseg.tracker.config import (fixture_tracker_config, get_tracker_config,
                                        sam3_tracker_config)
 from conceptseg.tracker.neck import TrackerNeck

@@ -314,8 +314,8 @@ def test_video_checkpoint_round_trips(video_model, tmp_path):
 def test_video_checkpoint_transformers_layout(video_model, tmp_path):
     from safetensors.torch import save_file
 
-    from conceptseg import checkpoint_hf
-    from conceptseg.tracker import checkpoint_hf as tracker_hf
+    from conceptseg.checkpoint import hf as checkpoint_hf
+    from conceptseg.checkpoint import hf_tracker as tracker_hf
 
     sd = {f"detector_model.{k}": v
           for k, v in checkpoint_hf.official_to_hf(video_model.detector.state_dict()).items()}

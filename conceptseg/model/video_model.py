@@ -4,9 +4,9 @@ The tracker has no backbone of its own: its neck (``sam2_convs``, a separately t
 the detector's SimpleFPN) reads the same ViT trunk output as the detector's neck, so a frame goes
 through the trunk once (:meth:`VideoModel.encode_frame`).
 
-Checkpoint layout (what :func:`conceptseg.build.load_video_model` reads and
-:func:`conceptseg.build.save_video_checkpoint` writes) is described in
-:mod:`conceptseg.video.checkpoint`.
+Checkpoints (what :func:`conceptseg.build.load_video_model` reads and
+:func:`conceptseg.build.save_video_checkpoint` writes) are described in
+:mod:`conceptseg.checkpoint.formats`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import dataclasses
 from torch import Tensor, nn
 
 from ..config import Sam3Config
+from ..errors import InputError
 from ..model.detector import ImageFeatures, Sam3Detector
-from ..tracker.config import TrackerConfig
+from ..tracker.config import TrackerConfig, get_tracker_config
 from ..tracker.neck import TrackerNeck
 from ..tracker.tracker import Tracker, TrackerFeatures
 
@@ -31,6 +32,24 @@ def tracker_config_for(detector_config: Sam3Config, base: TrackerConfig) -> Trac
     return dataclasses.replace(base, image_size=v.image_size, backbone_stride=v.patch_size,
                                vit_dim=v.width,
                                mask_interpol_size=grid * base.mask_downsampler_total_stride)
+
+
+def resolve_tracker_config(tracker_config: TrackerConfig | str | None,
+                           detector_config: Sam3Config) -> TrackerConfig:
+    """A TrackerConfig as given, or the preset named (geometry from the detector); None: the
+    preset that pairs with the detector (the full model with the official tracker, tiny with
+    tiny, fixture with fixture, any other with the unit-test tracker sizes)."""
+    if tracker_config is None:
+        tracker_config = {"sam3": "sam3", "fixture": "fixture",
+                          "tiny": "tiny"}.get(detector_config.name, "test")
+    if isinstance(tracker_config, str):
+        try:
+            return tracker_config_for(detector_config, get_tracker_config(tracker_config))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    if not isinstance(tracker_config, TrackerConfig):
+        raise InputError("tracker_config must be a preset name or a TrackerConfig")
+    return tracker_config
 
 
 def check_compatible(detector_config: Sam3Config, tracker_config: TrackerConfig) -> None:

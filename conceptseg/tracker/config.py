@@ -126,7 +126,7 @@ def tiny_tracker_config() -> TrackerConfig:
     with its neck): d_model 64 (the tiny detector's width, so the detector's neck can seed the
     tracker neck), 32-d memory (object pointers split into 2 tokens), 2 one-head memory-attention
     layers. Memories stay float32. Geometry (224 px, stride 8, 28 x 28 grid) comes from the
-    detector (:func:`conceptseg.video.model.tracker_config_for`)."""
+    detector (:func:`conceptseg.model.video_model.tracker_config_for`)."""
     return TrackerConfig(
         image_size=224, backbone_stride=8, vit_dim=128, d_model=64, mem_dim=32, memory_layers=2,
         memory_heads=1, memory_ffn_dim=256, mask_interpol_size=448, sam_mlp_dim=256,

@@ -1,4 +1,5 @@
-"""Convert image-model weights between the official SAM 3 layout and the transformers layout.
+"""The HF layout of the image model: the key table between the official SAM 3 layout and
+transformers' ``Sam3Model`` (``facebook/sam3``), both ways.
 
 ``official_to_hf`` and ``hf_to_official`` are pure functions on state dicts. The official layout is
 the one of :class:`conceptseg.model.detector.Sam3Detector` (the ``detector.*`` keys of the official
@@ -38,7 +39,9 @@ import re
 import torch
 from torch import Tensor
 
-from .config import Sam3Config
+from ..config import Sam3Config
+from ..model.detector import Sam3Detector
+from ..model.vision import block_rope_freqs
 
 _V = "backbone.vision_backbone."
 _T = "backbone.language_backbone.encoder."
@@ -214,8 +217,6 @@ def official_to_hf(sd: dict[str, Tensor], *, share: bool = False) -> dict[str, T
 
 def rope_buffers(cfg: Sam3Config) -> dict[str, Tensor]:
     """The ``freqs_cis`` RoPE buffers of every ViT block, computed as ``ViTBlock`` does."""
-    from .model.vision import block_rope_freqs
-
     return {_V + f"trunk.blocks.{b}.attn.freqs_cis": block_rope_freqs(cfg.vision, b)
             for b in range(cfg.vision.depth)}
 
@@ -238,8 +239,6 @@ def hf_to_official(sd: dict[str, Tensor], cfg: Sam3Config | None = None) -> dict
     ``Sam3Detector(cfg)`` and ordered like them. Without ``cfg`` those tensors are left out (a
     loader that knows the config fills them).
     """
-    from .model.detector import Sam3Detector
-
     sd = _select(sd, "detector_model.", _HF_OTHER, _HF_OTHER)
     out: dict[str, Tensor] = {}
     unknown = []

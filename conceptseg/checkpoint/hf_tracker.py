@@ -1,4 +1,5 @@
-"""Convert tracker weights between the official SAM 3 layout and the transformers layout.
+"""The HF layout of the tracker: the key table between the official SAM 3 tracker layout and
+transformers' ``Sam3VideoModel`` tracker (``tracker_model.*``, ``tracker_neck.*``), both ways.
 
 Official: the keys of :class:`~conceptseg.tracker.tracker.Tracker` (``tracker.*`` of ``sam3.pt``
 with the prefix stripped) and of :class:`~conceptseg.tracker.neck.TrackerNeck` (``sam2_convs.*``).
@@ -27,6 +28,8 @@ import re
 
 import torch
 from torch import Tensor
+
+HF_TRACKER_PREFIX = "tracker_model."  # the tracker's keys in a whole facebook/sam3 file
 
 # Renames as (official, transformers) templates; {i} stands for an index. KEYS match whole keys,
 # MODULES match everything before the last dot (the leaf, weight / bias, is kept).
@@ -222,3 +225,13 @@ def hf_to_official(sd: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]
             raise ValueError("transformers' two copies of the prompt position matrix differ")
         out[_GAUSS] = gauss[0]
     return out
+
+
+def split(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(tracker, neck) of a whole ``facebook/sam3`` file in our naming (``Tracker`` keys and
+    ``sam2_convs.*``); both empty when it has no ``tracker_model.*``."""
+    if not any(k.startswith(HF_TRACKER_PREFIX) for k in sd):
+        return {}, {}
+    both = hf_to_official(sd, prefix=HF_TRACKER_PREFIX)
+    neck = {k: v for k, v in both.items() if k.startswith("sam2_convs.")}
+    return {k: v for k, v in both.items() if k not in neck}, neck
