@@ -7,6 +7,7 @@ JSON body; MCP: a tool error), no traceback needed.
     │   ├── VideoInputError                   a video, frame folder or frame index
     │   └── EvalInputError                    malformed ground truth or predictions
     ├── CheckpointError (also a ValueError)   a checkpoint that cannot be used
+    │   └── NoTrackerError                    a video model asked of an image-only checkpoint
     ├── SessionError (also a RuntimeError)    a session used out of order (closed, re-prompted)
     └── MissingDependencyError (ImportError)  an optional extra that is not installed
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ConceptSegError", "InputError", "VideoInputError", "EvalInputError", "CheckpointError",
-           "SessionError", "MissingDependencyError"]
+           "NoTrackerError", "SessionError", "MissingDependencyError"]
 
 
 class ConceptSegError(Exception):
@@ -42,6 +43,10 @@ class EvalInputError(InputError):
 
 class CheckpointError(ConceptSegError, ValueError):
     """A checkpoint that cannot be used, with a one-line reason."""
+
+
+class NoTrackerError(CheckpointError):
+    """A video model was asked of a checkpoint that holds an image model only."""
 
 
 class SessionError(ConceptSegError, RuntimeError):

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Sam3Config, get_config
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, NoTrackerError
 from ..model.detector import Sam3Detector
 from ..model.video_model import VideoModel, check_compatible, resolve_tracker_config
 from ..runtime import resolve_device
@@ -85,7 +85,7 @@ def _tracker_parts(parts: Parts, det_cfg: Sam3Config, tracker_config
                    ) -> tuple[Tracker, TrackerNeck]:
     src = parts.source
     if not parts.has_tracker:
-        raise CheckpointError(f"{src} holds no tracker weights (tracker.*): it is an image-model "
+        raise NoTrackerError(f"{src} holds no tracker weights (tracker.*): it is an image-model "
                               "checkpoint; video tracking needs a video checkpoint such as the "
                               "official sam3.pt")
     if not parts.neck:

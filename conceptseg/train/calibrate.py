@@ -38,7 +38,7 @@ from safetensors import safe_open
 from ..atomic import atomic_write
 from ..build import load, load_video_model, save_video_checkpoint
 from ..data.splits import VALIDATION_SEED
-from ..errors import CheckpointError, ConceptSegError
+from ..errors import ConceptSegError, NoTrackerError
 from ..runtime import check_output_path
 from .detect import save_weights
 from .quick_eval import collect, summarize
@@ -93,10 +93,8 @@ def _load_video(path: str):
     """The video model of ``path``, or None when it holds a detector only."""
     try:
         return load_video_model(path)
-    except CheckpointError as e:
-        if "no tracker weights" in str(e):
-            return None
-        raise
+    except NoTrackerError:
+        return None
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ from ..build import (
 )
 from ..data.scene_sampling import derive_seed
 from ..data.splits import TRAIN_SEED
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, NoTrackerError
 from ..model.video_model import VideoModel
 from ..runtime import resolve_device
 from ..tracker.memory import RoPEAttention
@@ -77,9 +77,8 @@ def make_video_model(init: str | None, config=None, tracker_config=None,
         else:
             try:
                 return load_video_model(init, config=cfg)  # has a tracker: train it further
-            except CheckpointError as e:
-                if "no tracker weights" not in str(e):
-                    raise
+            except NoTrackerError:
+                pass
             detector = load(init, config=cfg)
             tcfg = _tracker_config(tracker_config, detector.config)
             torch.manual_seed(seed)
