@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .io import GroundTruth, Predictions, load_ground_truth, load_predictions
-from .saco import SacoReport, _nan_to_none, score_threshold_sweep
+from ..atomic import atomic_write
+from .cgf1 import nan_to_none
+from .ground_truth import GroundTruth, load_ground_truth
+from .predictions import Predictions, load_predictions
+from .saco import SacoReport, score_threshold_sweep
 
 __all__ = ["write_report", "DEFAULT_SWEEP"]
 
@@ -33,6 +37,7 @@ DEFAULT_SWEEP = tuple(float(x) for x in np.round(np.arange(0.05, 1.0, 0.05), 2))
 
 
 def _figure(w: float = 7.0, h: float = 4.5):
+    # matplotlib is optional (the [eval] extra): imported only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -43,7 +48,7 @@ def _figure(w: float = 7.0, h: float = 4.5):
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
 
 
@@ -236,14 +241,11 @@ def write_report(report: SacoReport, preds: Predictions | Any, gt: GroundTruth |
     payload["official_metrics"] = report.official_metrics()
     payload["score_sweep"] = sweep
     payload["calibration"] = cal
-    payload = _nan_to_none(payload)
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, default=float)
-    with open(paths["datapoints"], "w", encoding="utf-8") as f:
-        for d in report.to_dict(include_datapoints=True)["datapoints"]:
-            f.write(json.dumps(d) + "\n")
-    with open(paths["markdown"], "w", encoding="utf-8") as f:
-        f.write(_markdown(report, cal, sweep))
+    payload = nan_to_none(payload)
+    lines = "".join(json.dumps(d) + "\n" for d in report.to_dict(include_datapoints=True)["datapoints"])
+    atomic_write(paths["json"], lambda t: Path(t).write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8"))
+    atomic_write(paths["datapoints"], lambda t: Path(t).write_text(lines, encoding="utf-8"))
+    atomic_write(paths["markdown"], lambda t: Path(t).write_text(_markdown(report, cal, sweep), encoding="utf-8"))
     _plot_phrase_f1(report, paths["phrase_f1"], top_k)
     if sweep:
         _plot_pr(sweep, report, paths["pr_curve"])
