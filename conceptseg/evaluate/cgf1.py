@@ -9,7 +9,7 @@ Definitions: see :mod:`conceptseg.evaluate.saco` (images) and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,13 @@ class CgF1Metrics:
     pmF1_75: float
     per_threshold: list[ThresholdMetrics]
     image_level: ImageLevelMetrics
+
+    def _json(self, records: str, include_records: bool) -> dict:
+        """JSON-ready dict of a report (NaN -> None), its per-datapoint ``records`` optional."""
+        d = asdict(self)
+        if not include_records:
+            d.pop(records)
+        return nan_to_none(d)
 
 
 def nan_to_none(x: Any) -> Any:

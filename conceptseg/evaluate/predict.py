@@ -18,8 +18,8 @@ from .predictions import Predictions
 from .saco import evaluate_cgf1
 from .writer import PredictionWriter, file_hash
 
-__all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_count", "synthetic_test_set",
-           "heldout_subsets"]
+__all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_count",
+           "synthetic_test_set", "heldout_subsets"]
 
 DEFAULT_NUM_IMAGES = 200
 

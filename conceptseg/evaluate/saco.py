@@ -37,14 +37,14 @@ chosen annotator's counts are then accumulated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..ops.masks import rle_iou
 from .cgf1 import (IOU_THRESHOLDS, Accumulator, CgF1Metrics, ImageLevelMetrics, ThresholdMetrics,
-                   nan_to_none, official_mean, score_datapoint, summarize)
+                   official_mean, score_datapoint, summarize)
 from .ground_truth import GroundTruth
 from .predictions import Predictions
 from .segmentation import box_to_rle, rle_to_box
@@ -106,10 +106,7 @@ class SacoReport(CgF1Metrics):
 
     def to_dict(self, include_datapoints: bool = False) -> dict:
         """JSON-ready dict (NaN -> None)."""
-        d = asdict(self)
-        if not include_datapoints:
-            d.pop("datapoints")
-        return nan_to_none(d)
+        return self._json("datapoints", include_datapoints)
 
     def official_metrics(self) -> dict[str, float]:
         """The 26 numbers of the official ``CGF1Evaluator.evaluate`` with its key names and

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,7 @@ class VideoReport(CgF1Metrics):
 
     def to_dict(self, include_pairs: bool = False) -> dict:
         """JSON-ready dict (NaN -> None)."""
-        d = asdict(self)
-        if not include_pairs:
-            d.pop("pairs")
-        return nan_to_none(d)
+        return self._json("pairs", include_pairs)
 
     def official_metrics(self, dataset_name: str = "video") -> dict[str, float]:
         """Dataset-level numbers under the key names of the official VEval evaluator
