@@ -50,10 +50,12 @@ def _one_line_error(capsys, needle: str) -> str:
     return err[0]
 
 
-def test_dump_threshold_above_threshold_refused(tmp_path, gt, loads, capsys):
+@pytest.mark.parametrize("exemplars", [False, True])
+def test_dump_threshold_above_threshold_refused(tmp_path, gt, loads, capsys, exemplars):
     """--dump-threshold 0.9 --threshold 0.5 reported cgF1 15.46 instead of 32.61: predictions
-    between the two were never written and counted as missed."""
-    argv = ["eval", "--model", "", "--data", str(gt), "--out", str(tmp_path / "o"), "--no-coco"]
+    between the two were never written and counted as missed (--exemplars kept a fixed 0.05)."""
+    data = ["--exemplars", "--data", "synthetic:2"] if exemplars else ["--data", str(gt)]
+    argv = ["eval", "--model", "", *data, "--out", str(tmp_path / "o"), "--no-coco"]
     assert main(argv + ["--dump-threshold", "0.9", "--threshold", "0.5"]) == 2
     _one_line_error(capsys, "--dump-threshold")
     assert loads == [] and not (tmp_path / "o").exists()

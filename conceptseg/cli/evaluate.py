@@ -35,7 +35,7 @@ def _check_options(args) -> None:
     _check_unit("--threshold", args.threshold)
     _check_unit("--dump-threshold", args.dump_threshold)
     runs_model = args.model is not None and not args.video
-    if runs_model and not args.exemplars and args.dump_threshold > args.threshold:
+    if runs_model and args.dump_threshold > args.threshold:
         raise InputError(f"--dump-threshold {args.dump_threshold:g} is above --threshold {args.threshold:g}: "
                          "predictions scoring between the two would never be written and count as "
                          "missed; lower --dump-threshold")
@@ -52,7 +52,7 @@ def _cmd_exemplars(args) -> int:
         raise InputError("--exemplars runs on the synthetic test split: --data synthetic[:N]")
     num = synthetic_count(spec, DEFAULT_EXEMPLAR_IMAGES)
     res = evaluate_exemplars(build.load(args.model or None, device=args.device), num, args.out,
-                             threshold=args.threshold)
+                             threshold=args.threshold, dump_threshold=args.dump_threshold)
     for kind in ("exemplar", "text"):
         r = res[kind]
         print(f"{kind:8s} prompt: pmF1 {r['pmF1']:.4f} (IoU 0.5: {r['pmF1_50']:.4f}), recall of "

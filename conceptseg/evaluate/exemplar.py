@@ -91,9 +91,10 @@ def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
 
 
 def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | None = None,
-                       threshold: float = 0.5, progress: bool = True) -> dict:
+                       threshold: float = 0.5, progress: bool = True, dump_threshold: float = 0.05) -> dict:
     """Run both prompt kinds on ``num_images`` test scenes; write ``exemplars.json`` in out_dir
-    and return {"exemplar": {...}, "text": {...}} with pmF1, other-instance recall, counts."""
+    and return {"exemplar": {...}, "text": {...}} with pmF1, other-instance recall, counts.
+    Predictions scoring above ``dump_threshold`` (at most ``threshold``) are kept."""
     seed = EXEMPLAR_TEST_SEED if seed is None else seed
     size = model.config.vision.image_size
     scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
@@ -109,9 +110,10 @@ def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | 
                                   disable=not progress):
         pred.set_image(scenes[s].image)
         for e in entries:
-            r = pred.predict(exemplars=[(e["exemplar_xyxy"], True)], threshold=0.05)
+            r = pred.predict(exemplars=[(e["exemplar_xyxy"], True)], threshold=dump_threshold)
             preds["exemplar"] += r.to_coco(image_id=e["id"])
-        for e, r in zip(entries, pred.predict(text=[e["text_input"] for e in entries], threshold=0.05)):
+        for e, r in zip(entries, pred.predict(text=[e["text_input"] for e in entries],
+                                                   threshold=dump_threshold)):
             preds["text"] += r.to_coco(image_id=e["id"])
     gt = load_ground_truth(gt_json)
     out: dict = {"num_groups": len(gt_json["images"]),
