@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import build  # build.load_video_model is looked up on use (tests stand in a model)
 from ..errors import InputError
-from ..evaluate.inputs import load_json
+from ..evaluate.inputs import load_json, synthetic_count
 from ..evaluate.video import (evaluate_video, load_video_ground_truth, load_video_predictions, restrict_pairs,
                               scored_pairs, tracks_by_pair, write_video_report)
 from ..evaluate.video.run import (DEFAULT_NUM_FRAMES, DEFAULT_NUM_VIDEOS, MIN_NUM_FRAMES, predict_videos,
@@ -81,14 +81,10 @@ def _run_model(args):
         gt = load_video_ground_truth(str(gt_path))
         videos = resolve_videos(gt_path, gt, args.images)
     else:
-        n = args.data.partition(":")[2]
-        if (n and not n.isdigit()) or (n and int(n) < 1):
-            raise InputError(f"--data {args.data!r}: expected synthetic, synthetic:N (N >= 1) or a "
-                             "YTVIS / VEval annotations JSON")
+        synthetic_count(args.data, DEFAULT_NUM_VIDEOS)  # refuses synthetic:0 before loading the model
     model = build.load_video_model(args.model or None, device=args.device)
     if synthetic:
-        gt_path = synthetic_video_test_set(args.data or f"synthetic:{DEFAULT_NUM_VIDEOS}", out,
-                                           model.config.vision.image_size, frames)
+        gt_path = synthetic_video_test_set(args.data, out, model.config.vision.image_size, frames)
         gt = load_video_ground_truth(str(gt_path))
         videos = resolve_videos(gt_path, gt)
     preds = predict_videos(model, gt_path, gt, videos, out / "predictions.json",

@@ -12,8 +12,8 @@ from ..atomic import atomic_write
 from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
 from ..evaluate.exemplar import evaluate_exemplars
-from ..evaluate.predict import (datapoints_by_file, heldout_subsets, image_paths, predict_dataset,
-                                synthetic_count, synthetic_test_set)
+from ..evaluate.inputs import synthetic_count
+from ..evaluate.predict import datapoints_by_file, heldout_subsets, image_paths, predict_dataset, synthetic_test_set
 from ..evaluate.writer import model_label
 from ..runtime import check_output_path, resolve_device
 from .eval_video import cmd_eval_video, is_synthetic

@@ -1,5 +1,6 @@
-"""Reading evaluation inputs: JSON / JSONL files and the small value checks every loader shares
-(image ground truth and predictions, video ground truth and predictions)."""
+"""Reading evaluation inputs: JSON / JSONL files, the small value checks every loader shares
+(image ground truth and predictions, video ground truth and predictions) and the size of a
+``--data synthetic:N`` split."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import os
 from numbers import Real
 from typing import Any, Mapping, Union
 
-from ..errors import EvalInputError
+from ..errors import EvalInputError, InputError
 
-__all__ = ["PathLike", "load_json", "load_source", "is_int", "is_number", "check_box"]
+__all__ = ["PathLike", "load_json", "load_source", "is_int", "is_number", "check_box", "synthetic_count"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,3 +57,14 @@ def check_box(box: Any) -> str | None:
     if box[2] < 0 or box[3] < 0:
         return f"bbox width/height must be >= 0, got {box!r}"
     return None
+
+
+def synthetic_count(spec: str, default: int) -> int:
+    """N of ``--data synthetic`` / ``synthetic:N`` (``default`` without it); N < 1 is refused."""
+    head, _, n = spec.partition(":")
+    if head != "synthetic" or (n and not n.isdigit()):
+        raise InputError(f"--data {spec!r}: expected synthetic or synthetic:N")
+    num = int(n) if n else default
+    if num < 1:
+        raise InputError(f"--data {spec!r}: the synthetic test split needs N >= 1 (synthetic:N)")
+    return num

@@ -13,13 +13,13 @@ from ..errors import InputError
 from ..inference.image import ImagePredictor
 from ..runtime import progress as progress_bar
 from .ground_truth import GroundTruth, restrict
-from .inputs import load_json
+from .inputs import load_json, synthetic_count
 from .predictions import Predictions
 from .saco import evaluate_cgf1
 from .writer import PredictionWriter, file_hash
 
-__all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_count",
-           "synthetic_test_set", "heldout_subsets"]
+__all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_test_set",
+           "heldout_subsets"]
 
 DEFAULT_NUM_IMAGES = 200
 
@@ -80,17 +80,6 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
                 writer.write(e["id"], r.to_coco(image_id=e["id"]))
         writer.finalize()
     return out_path
-
-
-def synthetic_count(spec: str, default: int, what: str = "--data") -> int:
-    """N of 'synthetic' / 'synthetic:N' (``default`` without it); N < 1 is refused."""
-    head, _, n = spec.partition(":")
-    if head != "synthetic" or (n and not n.isdigit()):
-        raise InputError(f"{what} {spec!r}: expected synthetic or synthetic:N")
-    num = int(n) if n else default
-    if num < 1:
-        raise InputError(f"{what} {spec!r}: need at least one image (synthetic:N with N >= 1)")
-    return num
 
 
 def synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:

@@ -27,6 +27,7 @@ from ...errors import InputError
 from ...inference import video as video_inference  # looked up on use: tests stand in a session
 from ...runtime import progress as progress_bar
 from ...video.io import IMAGE_EXTS, VIDEO_EXTS
+from ..inputs import synthetic_count
 from ..writer import PairWriter, file_hash
 from .ground_truth import VideoGroundTruth, VideoInfo
 from .tracks import track_json_to_ytvis
@@ -43,13 +44,9 @@ def synthetic_video_test_set(spec: str, out: Path, image_size: int,
                              num_frames: int = DEFAULT_NUM_FRAMES) -> Path:
     """'synthetic' or 'synthetic:N' (default N = 20 videos): the held-out synthetic video test
     split at ``image_size``, written once under ``out/`` and reused by later runs."""
-    _, _, n = spec.partition(":")
-    if n and not n.isdigit():
-        raise InputError(f"--data {spec!r}: expected synthetic, synthetic:N or a YTVIS / VEval "
-                         "annotations JSON")
-    num = int(n) if n else DEFAULT_NUM_VIDEOS
-    if num < 1 or num_frames < MIN_NUM_FRAMES:
-        raise InputError(f"--data {spec!r}: need at least one video of at least {MIN_NUM_FRAMES} frames")
+    num = synthetic_count(spec, DEFAULT_NUM_VIDEOS)
+    if num_frames < MIN_NUM_FRAMES:
+        raise InputError(f"synthetic test videos need at least {MIN_NUM_FRAMES} frames, got {num_frames}")
     path = out / f"synthetic_video_test_{num}x{num_frames}_{image_size}px" / "annotations.json"
     if not path.exists():  # annotations.json is written (atomically) after every frame
         write_video_dataset(path.parent, num, seed=TEST_SEED, num_frames=num_frames,
