@@ -160,7 +160,7 @@ def test_matching_maximises_summed_iou():
     # One Hungarian assignment on -IoU for all thresholds (official): p0-g1 + p1-g0 (0.6+0.6)
     # beats the greedy p0-g0 (0.9) + nothing.
     ious = np.array([[0.9, 0.6], [0.6, 0.0]])
-    tp, fp, fn, f1, n_gt, n_dt = saco._score(ious, np.array([True, True]), saco.IOU_THRESHOLDS, False)
+    tp, fp, fn, f1, n_gt, n_dt = saco.score_datapoint(ious, np.array([True, True]), saco.IOU_THRESHOLDS, False)
     assert tp.tolist() == [2, 2, 2, 0, 0, 0, 0, 0, 0, 0]  # both matches have IoU 0.6
     assert (n_gt, n_dt) == (2, 2) and fp[-1] == 2 and fn[-1] == 2
 

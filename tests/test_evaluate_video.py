@@ -8,14 +8,18 @@ import pytest
 
 pytest.importorskip("trackeval")
 
-from conceptseg.evaluate._rle import encode_mask  # noqa: E402
-from conceptseg.evaluate.io import EvalInputError  # noqa: E402
+from conceptseg.ops.masks import rle_encode  # noqa: E402
+from conceptseg.errors import EvalInputError  # noqa: E402
 from conceptseg.evaluate.video import (evaluate_video, load_video_ground_truth, masklet_iou,  # noqa: E402
                                        track_json_to_ytvis, tracks_to_ytvis, video_summary_markdown,
                                        write_video_report)
 
 H = W = 8
 T = 4
+
+
+def encode_mask(m):
+    return rle_encode(np.asarray(m)[None])[0]
 
 
 def box(x0, y0, x1, y1):

@@ -334,3 +334,27 @@ def test_boxes_to_xywh():
     from conceptseg.ops.encode import boxes_to_xywh
 
     assert boxes_to_xywh(torch.tensor([[1.0, 2.0, 4.0, 8.0]])) == [[1.0, 2.0, 3.0, 6.0]]
+
+
+def test_rle_iou_area_and_xywh_match_pycocotools():
+    from pycocotools import mask as mask_utils
+
+    from conceptseg.ops.masks import rle_area, rle_iou, rle_to_xywh
+
+    a = torch.zeros(3, 6, 7, dtype=torch.bool)
+    a[0, 1:4, 1:5] = True
+    a[1, 2:6, 3:7] = True  # a[2] empty
+    b = torch.zeros(2, 6, 7, dtype=torch.bool)
+    b[0, 1:4, 2:5] = True
+    b[1, 0:2, 0:2] = True
+    ra, rb = rle_encode(a), rle_encode(b)
+    iou = rle_iou(ra, rb)
+    assert iou.shape == (3, 2) and iou.dtype == np.float64
+    assert np.array_equal(iou, np.asarray(mask_utils.iou(ra, rb, [0, 0])))
+    assert np.allclose(iou, mask_iou(a, b).double().numpy())
+    assert rle_iou(ra, []).shape == (3, 0) and rle_iou([], rb).shape == (0, 2)
+    boxes = [[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
+    assert rle_iou(boxes[:1], boxes)[0].tolist() == [1.0, 1.0 / 7.0]
+    assert rle_area(ra).tolist() == [12, 16, 0] and rle_area([]).shape == (0,)
+    assert rle_to_xywh(ra).tolist() == [[1, 1, 4, 3], [3, 2, 4, 4], [0, 0, 0, 0]]
+    assert rle_to_xywh([]).shape == (0, 4)

@@ -4,57 +4,96 @@ dataset first (streamed and resumable), then score it. Writes report.json, summa
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+from .. import build  # build.load is looked up on use (tests stand in a model)
+from ..atomic import atomic_write
 from ..errors import InputError
-from ..evaluate.predict import heldout_subsets, predict_dataset, synthetic_test_set
+from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
+from ..evaluate.exemplar import evaluate_exemplars
+from ..evaluate.inputs import synthetic_count
+from ..evaluate.predict import datapoints_by_file, heldout_subsets, image_paths, predict_dataset, synthetic_test_set
+from ..evaluate.writer import model_label
+from ..runtime import check_output_path, resolve_device
+from .eval_video import cmd_eval_video, is_synthetic
+
+DEFAULT_EXEMPLAR_IMAGES = 50
 
 
 def _write_json(path: Path, obj) -> None:
-    from ..atomic import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 
+def _check_unit(flag: str, value: float) -> None:
+    if not (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InputError(f"{flag} must be within [0, 1], got {value}")
+
+
+def _check_options(args) -> None:
+    """Everything cheap, before any work: thresholds, --out, the device."""
+    _check_unit("--threshold", args.threshold)
+    _check_unit("--dump-threshold", args.dump_threshold)
+    runs_model = args.model is not None and not args.video
+    if runs_model and args.dump_threshold > args.threshold:
+        raise InputError(f"--dump-threshold {args.dump_threshold:g} is above --threshold {args.threshold:g}: "
+                         "predictions scoring between the two would never be written and count as "
+                         "missed; lower --dump-threshold")
+    if args.only_predicted and args.model is not None:
+        raise InputError("--only-predicted is for --pred files; a model run predicts every datapoint")
+    check_output_path(args.out, "--out", directory=True)
+    if args.model is not None:
+        args.device = resolve_device(args.device)
+
+
+def _cmd_exemplars(args) -> int:
+    spec = args.data or f"synthetic:{DEFAULT_EXEMPLAR_IMAGES}"
+    if not is_synthetic(spec):
+        raise InputError("--exemplars runs on the synthetic test split: --data synthetic[:N]")
+    num = synthetic_count(spec, DEFAULT_EXEMPLAR_IMAGES)
+    res = evaluate_exemplars(build.load(args.model or None, device=args.device), num, args.out,
+                             threshold=args.threshold, dump_threshold=args.dump_threshold)
+    for kind in ("exemplar", "text"):
+        r = res[kind]
+        print(f"{kind:8s} prompt: pmF1 {r['pmF1']:.4f} (IoU 0.5: {r['pmF1_50']:.4f}), recall of "
+              f"the other instances {r['other_instance_recall_50']:.3f}")
+    print(f"{res['num_groups']} instance groups ({res['num_groups_with_others']} with more than "
+          f"one instance); {Path(args.out) / 'exemplars.json'}")
+    return 0
+
+
+def _run_model(args, out: Path) -> Path:
+    """--model + --data: check the data (and its images) first, then load and predict
+    (resumable); returns the predictions file."""
+    if not args.data:
+        raise InputError("--model needs --data (an SA-Co style JSON); pass --model '' for "
+                         "the shipped model")
+    if is_synthetic(args.data):
+        synthetic_count(args.data, 1)  # refuses synthetic:0 before loading the model
+    else:
+        if not Path(args.data).is_file():
+            raise InputError(f"--data {args.data}: file not found (expected an SA-Co style JSON, "
+                             "synthetic or synthetic:N)")
+        image_paths(args.data, datapoints_by_file(args.data), args.images)
+    model = build.load(args.model or None, device=args.device)
+    if is_synthetic(args.data):
+        args.data = str(synthetic_test_set(args.data, out, model.config.vision.image_size))
+    return predict_dataset(model, args.data, args.images, out / "predictions.json",
+                           args.dump_threshold, model_name=model_label(args.model))
+
+
 def cmd_eval(args) -> int:
-    from ..evaluate import coco_ap, evaluate_predictions, load_ground_truth, load_predictions, write_report
-
-    if getattr(args, "exemplars", False):
-        from ..build import load
-        from ..evaluate.exemplar import evaluate_exemplars
-
-        spec = args.data or "synthetic:50"
-        _, _, n = spec.partition(":")
-        if not spec.startswith("synthetic") or (n and not n.isdigit()):
-            raise InputError("--exemplars runs on the synthetic test split: --data synthetic[:N]")
-        res = evaluate_exemplars(load(args.model or None), int(n or 50), args.out,
-                                 threshold=args.threshold)
-        for kind in ("exemplar", "text"):
-            r = res[kind]
-            print(f"{kind:8s} prompt: pmF1 {r['pmF1']:.4f} (IoU 0.5: {r['pmF1_50']:.4f}), recall of "
-                  f"the other instances {r['other_instance_recall_50']:.3f}")
-        print(f"{res['num_groups']} instance groups ({res['num_groups_with_others']} with more than "
-              f"one instance); {Path(args.out) / 'exemplars.json'}")
-        return 0
-    if getattr(args, "video", False):
-        from .eval_video import cmd_eval_video
-
+    _check_options(args)
+    if args.exemplars:
+        return _cmd_exemplars(args)
+    if args.video:
         return cmd_eval_video(args)
     out = Path(args.out)
     gt_paths = args.gt
     if args.model is not None or args.data is not None:
-        if not (args.model is not None and args.data):
-            raise InputError("--model needs --data (an SA-Co style JSON); pass --model '' for "
-                             "the shipped model")
-        from ..build import load
-
-        model = load(args.model or None)
-        if args.data.startswith("synthetic"):
-            args.data = str(synthetic_test_set(args.data, out, model.config.vision.image_size))
-        from ..evaluate.video_run import model_label
-
-        pred_path = predict_dataset(model, args.data, args.images, out / "predictions.json",
-                                    args.dump_threshold, model_name=model_label(args.model))
+        if args.model is None:
+            raise InputError("--data needs --model (a checkpoint; '' = the shipped model)")
+        pred_path = _run_model(args, out)
         gt_paths = gt_paths or [args.data]
     else:
         if not gt_paths or not args.pred:
@@ -65,12 +104,20 @@ def cmd_eval(args) -> int:
             raise InputError(f"file not found: {p}")
     gt = load_ground_truth(gt_paths if len(gt_paths) > 1 else gt_paths[0])
     preds = load_predictions(str(pred_path), gt)
-    report = evaluate_predictions(gt, preds, iou_type=args.iou_type,
-                                  score_threshold=args.threshold)
+    predicted = [i for i in gt.eval_ids if i in preds.by_image]
+    if args.only_predicted:
+        if not predicted:
+            raise InputError(f"--only-predicted: no datapoint of {gt_paths[0]} has a prediction in {pred_path}")
+        gt = restrict(gt, lambda d: d.id in preds.by_image)
+    elif args.model is None and len(predicted) < len(gt.eval_ids):
+        print(f"note: {len(gt.eval_ids) - len(predicted)} of {len(gt.eval_ids)} datapoints have no "
+              f"prediction and are scored as empty (--only-predicted scores the {len(predicted)} predicted)")
+    report = evaluate_cgf1(gt, preds, iou_type=args.iou_type, score_threshold=args.threshold)
     paths = write_report(report, preds, gt, out)
     stats = {}
     if not args.no_coco:
-        stats = coco_ap(gt_paths[0], str(pred_path), iou_type=args.iou_type)
+        stats = coco_ap(gt, preds, iou_type=args.iou_type,
+                        image_ids=set(predicted) if args.only_predicted else None)
         _write_json(out / "coco_ap.json", stats)
     print(f"cgF1 {report.cgF1:.2f}  pmF1 {report.pmF1:.4f}  IL_MCC {report.IL_MCC:.4f}  "
           f"({args.iou_type}, {report.counts.get('num_datapoints', '?')} datapoints)")
@@ -99,7 +146,11 @@ def register(sub) -> None:
     e.add_argument("--iou-type", choices=["segm", "bbox"], default="segm")
     e.add_argument("--threshold", type=float, default=0.5, help="score threshold of SA-Co metrics")
     e.add_argument("--dump-threshold", type=float, default=0.05,
-                   help="lowest score written to the predictions (for PR curves, calibration)")
+                   help="lowest score written to the predictions (for PR curves, calibration); "
+                        "at most --threshold")
+    e.add_argument("--only-predicted", action="store_true",
+                   help="--pred: score only the datapoints (--video: video-phrase pairs) that have "
+                        "a prediction, instead of counting the others as empty")
     e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
     e.add_argument("--exemplars", action="store_true",
                    help="measure exemplar prompting (one box on one instance finds the others) "
@@ -110,5 +161,5 @@ def register(sub) -> None:
                         "or --model (video checkpoint) and --data synthetic[:N] / annotations JSON")
     e.add_argument("--frames", type=int, default=None,
                    help="--video --data synthetic: frames per synthetic test video (default 12)")
-    e.add_argument("--device", default="cpu", help="--video --model: device to run the model on")
+    e.add_argument("--device", default="cpu", help="--model: device to run the model on (cpu, cuda, ...)")
     e.set_defaults(func=cmd_eval)

@@ -1,5 +1,10 @@
-"""SA-Co evaluation: cgF1 / pmF1 / IL_MCC (``saco``), COCO AP (``coco``), input
-loading + validation and a resumable prediction writer (``io``), reports (``report``).
+"""SA-Co evaluation of images and videos.
+
+Images: cgF1 / pmF1 / IL_MCC (``saco``, on the shared ``cgf1`` core), COCO AP (``coco``), ground
+truth and predictions loading + validation (``ground_truth``, ``predictions``, ``segmentation``,
+``inputs``), a resumable prediction writer (``writer``), reports (``report``), running a model
+on a dataset (``predict``, ``exemplar``).  Videos: the ``video`` subpackage (pHOTA, IDSW,
+masklet cgF1; ``video.run`` runs a video model).
 
 Quick use::
 
@@ -15,36 +20,22 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+from ..errors import EvalInputError
+from .cgf1 import IOU_THRESHOLDS, ImageLevelMetrics, ThresholdMetrics
 from .coco import COCO_STAT_NAMES, coco_ap
-from .io import (
-    SACO_GOLD_SUBSETS,
-    Datapoint,
-    EvalInputError,
-    GroundTruth,
-    Prediction,
-    PredictionWriter,
-    Predictions,
-    load_ground_truth,
-    load_predictions,
-    saco_gold_paths,
-)
-from .saco import (
-    IOU_THRESHOLDS,
-    DatapointResult,
-    ImageLevelMetrics,
-    PhraseStats,
-    SacoReport,
-    ThresholdMetrics,
-    evaluate_cgf1,
-    score_threshold_sweep,
-)
-from .video import (VideoReport, evaluate_video, load_video_ground_truth,
-                    load_video_predictions, track_json_to_ytvis, tracks_to_ytvis, write_video_report)
+from .ground_truth import SACO_GOLD_SUBSETS, Datapoint, GroundTruth, load_ground_truth, restrict, saco_gold_paths
+from .inputs import load_json
+from .predictions import Prediction, Predictions, load_predictions
+from .report import write_report
+from .saco import DatapointResult, PhraseStats, SacoReport, evaluate_cgf1, score_threshold_sweep
+from .video import (VideoReport, evaluate_video, load_video_ground_truth, load_video_predictions,
+                    track_json_to_ytvis, tracks_to_ytvis, write_video_report)
+from .writer import PredictionWriter
 
 __all__ = [
     "evaluate_predictions", "evaluate_cgf1", "score_threshold_sweep", "coco_ap", "write_report",
-    "load_ground_truth", "load_predictions", "saco_gold_paths", "PredictionWriter", "EvalInputError",
-    "SacoReport", "ThresholdMetrics", "ImageLevelMetrics", "PhraseStats", "DatapointResult",
+    "load_ground_truth", "load_predictions", "load_json", "restrict", "saco_gold_paths", "PredictionWriter",
+    "EvalInputError", "SacoReport", "ThresholdMetrics", "ImageLevelMetrics", "PhraseStats", "DatapointResult",
     "GroundTruth", "Datapoint", "Predictions", "Prediction", "IOU_THRESHOLDS", "COCO_STAT_NAMES",
     "SACO_GOLD_SUBSETS", "VideoReport", "evaluate_video", "load_video_ground_truth",
     "load_video_predictions", "track_json_to_ytvis", "tracks_to_ytvis", "write_video_report",
@@ -73,10 +64,3 @@ def evaluate_predictions(
     if not isinstance(preds, Predictions):
         preds = load_predictions(preds, gt, validate_rle=validate_rle)
     return evaluate_cgf1(gt, preds, iou_type=iou_type, score_threshold=score_threshold, official_eps=official_eps)
-
-
-def write_report(report: SacoReport, preds: Any, gt: Any, out_dir: str | os.PathLike, **kwargs: Any) -> dict[str, str]:
-    """Lazy wrapper of :func:`conceptseg.evaluate.report.write_report` (imports matplotlib on use)."""
-    from .report import write_report as _write
-
-    return _write(report, preds, gt, out_dir, **kwargs)

@@ -17,15 +17,16 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ._rle import box_to_rle, rle_to_box
-from .io import GroundTruth, Predictions, load_ground_truth, load_predictions
+from ..ops.masks import rle_area
+from .ground_truth import GroundTruth, load_ground_truth
+from .predictions import Predictions, load_predictions
+from .segmentation import box_to_rle, rle_to_box
 
 __all__ = ["COCO_STAT_NAMES", "coco_ap"]
 
@@ -51,7 +52,7 @@ def _gt_dataset(gt: GroundTruth, annotator: int, iou_type: str, img_ids: set[int
             if not recompute_area:
                 area = g["area"]
             elif iou_type == "segm" or g["segmentation"] is not None:
-                area = float(mask_utils.area(seg))  # COCO convention: mask area, also for bbox AP
+                area = float(rle_area([seg])[0])  # COCO convention: mask area, also for bbox AP
             else:
                 area = box[2] * box[3]
             anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": 1, "segmentation": seg,
@@ -83,6 +84,7 @@ def coco_ap(
     exhaustive_only: bool = False,
     recompute_area: bool | None = None,
     max_dets: Sequence[int] = (1, 10, 100),
+    image_ids: Collection[int] | None = None,
 ) -> dict[str, float]:
     """Run pycocotools ``COCOeval`` and return the 12 standard stats by name.
 
@@ -95,6 +97,7 @@ def coco_ap(
         exhaustive_only: restrict to the instance-exhaustive datapoints (as cgF1 does).
         recompute_area: see module docstring; None = auto.
         max_dets: ``Params.maxDets`` (3 values, as COCOeval's summarize expects).
+        image_ids: score only these datapoints (e.g. the ones that were predicted).
     """
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
@@ -103,6 +106,8 @@ def coco_ap(
     if not isinstance(preds, Predictions):
         preds = load_predictions(preds, gt)
     img_ids = set(gt.eval_ids) if exhaustive_only else set(gt.datapoints)
+    if image_ids is not None:
+        img_ids &= set(image_ids)
     with contextlib.redirect_stdout(_io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = _gt_dataset(gt, annotator, iou_type, img_ids, recompute_area)

@@ -19,6 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
+from ..data.phrases import format_phrase
+from ..data.splits import EXEMPLAR_TEST_SEED
+from ..data.synthetic import SceneConfig, derive_seed, make_scene, mask_to_rle
+from ..inference.image import ImagePredictor
+from ..ops.masks import rle_iou
+from ..runtime import progress as progress_bar
+from .ground_truth import load_ground_truth
+from .predictions import load_predictions
+from .saco import evaluate_cgf1
 
 __all__ = ["exemplar_groups", "evaluate_exemplars"]
 
@@ -32,9 +41,6 @@ def exemplar_groups(scene) -> list[tuple[list[int], int]]:
 
 
 def _gt_json(scenes, groups_per_scene) -> dict:
-    from ..data.phrases import format_phrase
-    from ..data.synthetic import mask_to_rle
-
     images, anns = [], []
     for s, (scene, groups) in enumerate(zip(scenes, groups_per_scene)):
         H, W = scene.image.shape[:2]
@@ -57,8 +63,6 @@ def _gt_json(scenes, groups_per_scene) -> dict:
 def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
     """Share of the non-boxed instances matched (IoU >= 0.5, one-to-one greedy by score) by a
     prediction scoring above ``threshold``."""
-    from pycocotools import mask as mask_utils
-
     by_dp: dict[int, list[dict]] = {}
     for p in preds:
         if p["score"] > threshold:
@@ -76,10 +80,9 @@ def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
         ps = sorted(by_dp.get(dp, []), key=lambda p: -p["score"])
         if not ps:
             continue
-        ious = mask_utils.iou([p["segmentation"] for p in ps], [a["segmentation"] for a in others],
-                              [0] * len(others))
+        ious = rle_iou([p["segmentation"] for p in ps], [a["segmentation"] for a in others])
         used = set()
-        for row in np.atleast_2d(ious):
+        for row in ious:
             j = int(np.argmax([v if k not in used else -1 for k, v in enumerate(row)]))
             if row[j] >= 0.5 and j not in used:
                 used.add(j)
@@ -88,17 +91,10 @@ def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
 
 
 def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | None = None,
-                       threshold: float = 0.5, progress: bool = True) -> dict:
+                       threshold: float = 0.5, progress: bool = True, dump_threshold: float = 0.05) -> dict:
     """Run both prompt kinds on ``num_images`` test scenes; write ``exemplars.json`` in out_dir
-    and return {"exemplar": {...}, "text": {...}} with pmF1, other-instance recall, counts."""
-    from tqdm import tqdm
-
-    from ..data.synthetic import SceneConfig, derive_seed, make_scene
-    from ..inference.image import ImagePredictor
-    from ..data.splits import EXEMPLAR_TEST_SEED
-    from .io import load_ground_truth, load_predictions
-    from .saco import evaluate_cgf1
-
+    and return {"exemplar": {...}, "text": {...}} with pmF1, other-instance recall, counts.
+    Predictions scoring above ``dump_threshold`` (at most ``threshold``) are kept."""
     seed = EXEMPLAR_TEST_SEED if seed is None else seed
     size = model.config.vision.image_size
     scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
@@ -110,12 +106,14 @@ def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | 
     by_scene: dict[int, list[dict]] = {}
     for im in gt_json["images"]:
         by_scene.setdefault(im["scene"], []).append(im)
-    for s, entries in tqdm(by_scene.items(), desc="exemplar prompts", unit="img", disable=not progress):
+    for s, entries in progress_bar(by_scene.items(), desc="exemplar prompts", unit="img",
+                                  disable=not progress):
         pred.set_image(scenes[s].image)
         for e in entries:
-            r = pred.predict(exemplars=[(e["exemplar_xyxy"], True)], threshold=0.05)
+            r = pred.predict(exemplars=[(e["exemplar_xyxy"], True)], threshold=dump_threshold)
             preds["exemplar"] += r.to_coco(image_id=e["id"])
-        for e, r in zip(entries, pred.predict(text=[e["text_input"] for e in entries], threshold=0.05)):
+        for e, r in zip(entries, pred.predict(text=[e["text_input"] for e in entries],
+                                                   threshold=dump_threshold)):
             preds["text"] += r.to_coco(image_id=e["id"])
     gt = load_ground_truth(gt_json)
     out: dict = {"num_groups": len(gt_json["images"]),

@@ -3,12 +3,56 @@ resumable; metrics on the held-out colour-shape pairs of synthetic test splits."
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
+from ..data.phrases import parse_phrase
 from ..data.splits import TEST_SEED
+from ..data.synthetic import write_coco
 from ..errors import InputError
+from ..inference.image import ImagePredictor
+from ..runtime import progress as progress_bar
+from .ground_truth import GroundTruth, restrict
+from .inputs import load_json, synthetic_count
+from .predictions import Predictions
+from .saco import evaluate_cgf1
+from .writer import PredictionWriter, file_hash
+
+__all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_test_set",
+           "heldout_subsets"]
+
+DEFAULT_NUM_IMAGES = 200
+
+
+def datapoints_by_file(gt_path: str | Path) -> dict[str, list[dict]]:
+    """The ``images`` entries (datapoints) of an SA-Co style JSON, grouped by image file."""
+    data = load_json(gt_path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"{gt_path}: expected an SA-Co / COCO style JSON with an 'images' list")
+    by_file: dict[str, list[dict]] = defaultdict(list)
+    for entry in data["images"]:
+        if not isinstance(entry, dict) or "text_input" not in entry or "file_name" not in entry:
+            raise InputError(f"{gt_path}: image entry {entry.get('id') if isinstance(entry, dict) else entry!r} "
+                             "needs file_name and text_input")
+        by_file[entry["file_name"]].append(entry)
+    return by_file
+
+
+def image_paths(gt_path: str | Path, file_names, images_dir: str | None = None) -> dict[str, Path]:
+    """``file_name`` -> image file, looked up under ``images_dir`` (default: the folder of the
+    JSON) as ``<root>/<file_name>``, ``<root>/images/<file_name>`` or, when the names carry a
+    folder (``images/000001.png``), ``<root>/<bare name>``.  A missing image is an
+    :class:`InputError` before any model work."""
+    root = Path(images_dir) if images_dir else Path(gt_path).parent
+    out = {}
+    for name in file_names:
+        tried = dict.fromkeys([root / name, root / "images" / name, root / Path(name).name])
+        found = next((p for p in tried if p.is_file()), None)
+        if found is None:
+            hint = "" if images_dir else "; pass --images"
+            raise InputError(f"image {name!r} of {gt_path} not found under {root}{hint}")
+        out[name] = found
+    return out
 
 
 def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
@@ -18,20 +62,8 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
     ``out_path``. Datapoints are grouped by image so each image is encoded once and its phrases
     run as one batch. Interrupted runs resume where they stopped (finished datapoints are
     kept in ``out_path.partial.jsonl``)."""
-    from tqdm import tqdm
-
-    from ..inference.image import ImagePredictor
-    from .io import PredictionWriter
-
-    data = json.loads(Path(gt_path).read_text())
-    root = Path(images_dir) if images_dir else Path(gt_path).parent
-    by_file: dict[str, list[dict]] = defaultdict(list)
-    for entry in data.get("images", []):
-        if "text_input" not in entry or "file_name" not in entry:
-            raise InputError(f"{gt_path}: image entry {entry.get('id')} needs file_name and text_input")
-        by_file[entry["file_name"]].append(entry)
-    from .writer import file_hash
-
+    by_file = datapoints_by_file(gt_path)
+    paths = image_paths(gt_path, by_file, images_dir)
     writer = PredictionWriter(out_path, resume=True, key={
         "gt": file_hash(gt_path), "model": model_name, "threshold": dump_threshold})
     pred = ImagePredictor(model)
@@ -40,12 +72,9 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
     if len(todo) < len(by_file):
         print(f"resuming: {len(by_file) - len(todo)} of {len(by_file)} images already done")
     with writer:
-        for file_name, entries in tqdm(todo.items(), desc="predicting", unit="img",
-                                       disable=not progress):
-            path = root / file_name
-            if not path.exists():
-                path = root / "images" / file_name
-            pred.set_image(path)
+        for file_name, entries in progress_bar(todo.items(), desc="predicting", unit="img",
+                                               disable=not progress):
+            pred.set_image(paths[file_name])
             results = pred.predict(text=[e["text_input"] for e in entries], threshold=dump_threshold)
             for e, r in zip(entries, results):
                 writer.write(e["id"], r.to_coco(image_id=e["id"]))
@@ -56,26 +85,16 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
 def synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
     """'synthetic' or 'synthetic:N': a held-out test split of the concept data engine (new seeds,
     scenes that contain the colour-shape pairs held out of training), written once under out/."""
-    from ..data.synthetic import write_coco
-
-    _, _, n = spec.partition(":")
-    try:
-        num = int(n) if n else 200
-    except ValueError:
-        raise InputError(f"--data {spec!r}: expected synthetic or synthetic:N") from None
+    num = synthetic_count(spec, DEFAULT_NUM_IMAGES)
     path = out / f"synthetic_test_{num}" / "annotations.json"
     if not path.exists():
         write_coco(path.parent, num, seed=TEST_SEED, image_size=image_size, split="test")
     return path
 
 
-def heldout_subsets(gt, preds, iou_type: str, threshold: float) -> dict:
+def heldout_subsets(gt: GroundTruth, preds: Predictions, iou_type: str, threshold: float) -> dict:
     """Synthetic test splits (their ``info`` lists ``held_out_pairs``): metrics on the phrases
     that name a held-out colour-shape pair (compositional generalisation) and on the others."""
-    from ..data.phrases import parse_phrase
-    from .io import restrict
-    from .saco import evaluate_cgf1
-
     info = gt.coco[0].get("info", {}) if gt.coco and isinstance(gt.coco[0], dict) else {}
     pairs = {tuple(p) for p in info.get("held_out_pairs") or []}
     if not pairs:

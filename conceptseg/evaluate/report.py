@@ -12,116 +12,29 @@
 * ``calibration.png``  - reliability diagram of the per-datapoint max score as a
   predictor of "the concept is present" (with expected calibration error).
 
-Plots use matplotlib's object API with the Agg canvas, so no global backend is changed.
+The plots are drawn by :mod:`conceptseg.evaluate.plots`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .io import GroundTruth, Predictions, load_ground_truth, load_predictions
-from .saco import SacoReport, _nan_to_none, score_threshold_sweep
+from ..atomic import atomic_write
+from .cgf1 import nan_to_none
+from .ground_truth import GroundTruth, load_ground_truth
+from .plots import plot_calibration, plot_hist, plot_phrase_f1, plot_pr
+from .predictions import Predictions, load_predictions
+from .saco import SacoReport, score_threshold_sweep
 
 __all__ = ["write_report", "DEFAULT_SWEEP"]
 
 #: Score thresholds of the precision-recall sweep.
 DEFAULT_SWEEP = tuple(float(x) for x in np.round(np.arange(0.05, 1.0, 0.05), 2))
-
-
-def _figure(w: float = 7.0, h: float = 4.5):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: str) -> str:
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def _plot_phrase_f1(report: SacoReport, path: str, top_k: int = 15) -> str:
-    stats = sorted((p for p in report.per_phrase.values() if p.f1 is not None), key=lambda p: (-p.f1, p.phrase))
-    fig = _figure(10, max(3.0, 0.28 * min(len(stats), 2 * top_k) + 1.5))
-    if not stats:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.text(0.5, 0.5, "no phrase with GT or predictions", ha="center", va="center")
-        ax.set_axis_off()
-        return _save(fig, path)
-    groups = [("top", stats[:top_k])]
-    if len(stats) > top_k:
-        groups.append(("bottom", stats[-min(top_k, len(stats) - top_k):]))
-    for i, (name, group) in enumerate(groups):
-        ax = fig.add_subplot(1, len(groups), i + 1)
-        labels = [f"{p.phrase[:30]} (n={p.num_datapoints})" for p in group][::-1]
-        ax.barh(range(len(group)), [p.f1 for p in group][::-1], color="tab:green" if name == "top" else "tab:red")
-        ax.set_yticks(range(len(group)))
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("F1 (mean IoU 0.50:0.95)")
-        ax.set_title(f"{name} {len(group)} phrases")
-    return _save(fig, path)
-
-
-def _plot_pr(sweep: list[dict], report: SacoReport, path: str) -> str:
-    fig = _figure(11, 4.5)
-    ax = fig.add_subplot(1, 2, 1)
-    rec = [s["recall"] for s in sweep]
-    ax.plot(rec, [s["precision"] for s in sweep], "o-", ms=3, label="precision (all datapoints)")
-    ax.plot(rec, [s["positive_micro_precision"] for s in sweep], "s--", ms=3, label="precision (positive datapoints)")
-    for s in sweep:
-        if abs(s["score_threshold"] - report.score_threshold) < 1e-9:
-            ax.plot([s["recall"]], [s["precision"]], "r*", ms=12, label=f"operating point (score {report.score_threshold:g})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(f"PR over score threshold ({report.iou_type}, IoU 0.50:0.95)")
-    ax.legend(fontsize=7)
-    ax = fig.add_subplot(1, 2, 2)
-    thr = [s["score_threshold"] for s in sweep]
-    ax.plot(thr, [s["cgF1"] / 100 for s in sweep], "o-", ms=3, label="cgF1 / 100")
-    ax.plot(thr, [s["pmF1"] for s in sweep], "s--", ms=3, label="pmF1")
-    ax.plot(thr, [s["IL_MCC"] for s in sweep], "^:", ms=3, label="IL_MCC")
-    ax.axvline(report.score_threshold, color="gray", lw=0.8)
-    ax.set_xlabel("score threshold")
-    ax.set_ylim(min(0.0, min(s["IL_MCC"] for s in sweep)), 1.02)
-    ax.legend(fontsize=7)
-    ax.set_title("metrics vs score threshold")
-    return _save(fig, path)
-
-
-def _scores_by_presence(report: SacoReport, preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
-    pos, neg = [], []
-    for r in report.datapoints:
-        (pos if r.num_gt > 0 else neg).extend(p.score for p in preds.for_image(r.image_id))
-    return np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
-
-
-def _plot_hist(report: SacoReport, preds: Predictions, path: str) -> str:
-    pos, neg = _scores_by_presence(report, preds)
-    fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
-    bins = np.linspace(0, 1, 41)
-    if len(pos):
-        ax.hist(pos, bins=bins, alpha=0.6, label=f"on positive datapoints (n={len(pos)})", color="tab:blue")
-    if len(neg):
-        ax.hist(neg, bins=bins, alpha=0.6, label=f"on negative datapoints (n={len(neg)})", color="tab:orange")
-    ax.axvline(report.score_threshold, color="k", lw=0.8, ls="--")
-    ax.set_yscale("log" if len(pos) + len(neg) > 0 else "linear")
-    ax.set_xlabel("prediction score")
-    ax.set_ylabel("count")
-    ax.set_title("prediction scores by datapoint type")
-    if len(pos) + len(neg):
-        ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
 def _calibration(report: SacoReport, n_bins: int = 10) -> dict[str, Any]:
@@ -140,26 +53,6 @@ def _calibration(report: SacoReport, n_bins: int = 10) -> dict[str, Any]:
             ece += n / len(s) * abs(acc - conf)
         bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n, "mean_score": conf, "frac_present": acc})
     return {"bins": bins, "ece": float(ece) if len(s) else None}
-
-
-def _plot_calibration(cal: dict, path: str) -> str:
-    fig = _figure(6, 6)
-    ax = fig.add_subplot(2, 1, 1)
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    pts = [(b["mean_score"], b["frac_present"]) for b in cal["bins"] if b["count"]]
-    if pts:
-        ax.plot(*zip(*pts), "o-")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction with concept present")
-    ece = cal["ece"]
-    ax.set_title("presence calibration" + (f" (ECE {ece:.3f})" if ece is not None else ""))
-    ax = fig.add_subplot(2, 1, 2)
-    ax.bar([(b["lo"] + b["hi"]) / 2 for b in cal["bins"]], [b["count"] for b in cal["bins"]], width=0.09)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("max prediction score of the datapoint (0 if none)")
-    ax.set_ylabel("datapoints")
-    return _save(fig, path)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -236,19 +129,19 @@ def write_report(report: SacoReport, preds: Predictions | Any, gt: GroundTruth |
     payload["official_metrics"] = report.official_metrics()
     payload["score_sweep"] = sweep
     payload["calibration"] = cal
-    payload = _nan_to_none(payload)
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, default=float)
-    with open(paths["datapoints"], "w", encoding="utf-8") as f:
-        for d in report.to_dict(include_datapoints=True)["datapoints"]:
-            f.write(json.dumps(d) + "\n")
-    with open(paths["markdown"], "w", encoding="utf-8") as f:
-        f.write(_markdown(report, cal, sweep))
-    _plot_phrase_f1(report, paths["phrase_f1"], top_k)
+    payload = nan_to_none(payload)
+    texts = {
+        "json": json.dumps(payload, indent=1, default=float),
+        "datapoints": "".join(json.dumps(d) + "\n" for d in report.to_dict(include_datapoints=True)["datapoints"]),
+        "markdown": _markdown(report, cal, sweep),
+    }
+    for name, text in texts.items():
+        atomic_write(paths[name], lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+    plot_phrase_f1(report, paths["phrase_f1"], top_k)
     if sweep:
-        _plot_pr(sweep, report, paths["pr_curve"])
+        plot_pr(sweep, report, paths["pr_curve"])
     else:
         del paths["pr_curve"]
-    _plot_hist(report, preds, paths["score_hist"])
-    _plot_calibration(cal, paths["calibration"])
+    plot_hist(report, preds, paths["score_hist"])
+    plot_calibration(cal, paths["calibration"])
     return paths

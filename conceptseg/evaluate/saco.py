@@ -37,55 +37,20 @@ chosen annotator's counts are then accumulated.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
-from scipy.optimize import linear_sum_assignment
 
-from ._rle import box_to_rle, rle_to_box
-from .io import GroundTruth, Predictions
+from ..ops.masks import rle_iou
+from .cgf1 import (IOU_THRESHOLDS, Accumulator, CgF1Metrics, ImageLevelMetrics, ThresholdMetrics,
+                   official_mean, score_datapoint, summarize)
+from .ground_truth import GroundTruth
+from .predictions import Predictions
+from .segmentation import box_to_rle, rle_to_box
 
 __all__ = ["IOU_THRESHOLDS", "SacoReport", "ThresholdMetrics", "ImageLevelMetrics", "PhraseStats",
-           "DatapointResult", "evaluate_cgf1", "score_threshold_sweep"]
-
-#: Same values as pycocotools ``Params.iouThrs`` (note 0.8999999999999999, not 0.9).
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
-
-
-@dataclass
-class ThresholdMetrics:
-    """Accumulated counts and metrics at one IoU threshold (cgF1 in 0-100, others in [0, 1])."""
-
-    iou: float
-    tp: int
-    fp: int
-    positive_fp: int
-    fn: int
-    precision: float
-    positive_micro_precision: float
-    recall: float
-    F1: float
-    pmF1: float
-    cgF1: float
-    positive_macro_F1: float  # NaN when no datapoint has both GT and kept predictions
-
-
-@dataclass
-class ImageLevelMetrics:
-    """Presence ("any kept prediction" vs "any GT") confusion counts and metrics."""
-
-    tp: int
-    fp: int
-    tn: int
-    fn: int
-    precision: float
-    recall: float
-    F1: float
-    FPR: float
-    MCC: float
+           "DatapointResult", "evaluate_cgf1", "score_threshold_sweep", "score_datapoint"]
 
 
 @dataclass
@@ -126,27 +91,14 @@ class DatapointResult:
 
 
 @dataclass
-class SacoReport:
-    """cgF1 evaluation result.  ``cgF1`` is in 0-100 (paper scale); pmF1, IL_MCC, precision,
-    recall in [0, 1].  Threshold-dependent numbers are means over ``iou_thresholds``."""
+class SacoReport(CgF1Metrics):
+    """cgF1 evaluation result: the :class:`~conceptseg.evaluate.cgf1.CgF1Metrics` numbers
+    (cgF1 in 0-100; pmF1, IL_MCC, precision, recall in [0, 1]; means over ``iou_thresholds``)
+    plus per-phrase statistics, counts and (``datapoints``) one record per datapoint."""
 
     iou_type: str
     score_threshold: float
     iou_thresholds: list[float]
-    cgF1: float
-    pmF1: float
-    IL_MCC: float
-    precision: float
-    positive_micro_precision: float
-    recall: float
-    F1: float
-    positive_macro_F1: float
-    cgF1_50: float
-    cgF1_75: float
-    pmF1_50: float
-    pmF1_75: float
-    per_threshold: list[ThresholdMetrics]
-    image_level: ImageLevelMetrics
     per_phrase: dict[str, PhraseStats]
     counts: dict[str, Any]
     official_eps: bool = True
@@ -154,10 +106,7 @@ class SacoReport:
 
     def to_dict(self, include_datapoints: bool = False) -> dict:
         """JSON-ready dict (NaN -> None)."""
-        d = asdict(self)
-        if not include_datapoints:
-            d.pop("datapoints")
-        return _nan_to_none(d)
+        return self._json("datapoints", include_datapoints)
 
     def official_metrics(self) -> dict[str, float]:
         """The 26 numbers of the official ``CGF1Evaluator.evaluate`` with its key names and
@@ -169,44 +118,15 @@ class SacoReport:
         arr = {n: np.array([getattr(t, a) for t in self.per_threshold], dtype=float) for n, a in attrs.items()}
         arr["cgF1"] = arr["cgF1"] / 100.0
         il = self.image_level
-        out = {pre + n: _official_mean(v) for n, v in arr.items()}
+        out = {pre + n: official_mean(v) for n, v in arr.items()}
         out.update({pre + "IL_precision": il.precision, pre + "IL_recall": il.recall, pre + "IL_F1": il.F1,
                     pre + "IL_FPR": il.FPR, pre + "IL_MCC": il.MCC})
         thrs = np.asarray(self.iou_thresholds)
         for thr in (0.5, 0.75):
             hit = np.flatnonzero(np.isclose(thrs, thr))
             for n, v in arr.items():  # summarize(iouThr=...) also filters entries <= -1
-                out[f"{pre}{n}@{thr}"] = _official_mean(v[hit])
+                out[f"{pre}{n}@{thr}"] = official_mean(v[hit])
         return out
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
-def _official_mean(s: np.ndarray) -> float:
-    # CGF1Eval.summarize: mean over IoU thresholds of the entries > -1 (else -1).
-    s = s[s > -1]
-    return float(np.mean(s)) if len(s) else -1.0
-
-
-def _ratio(num: np.ndarray | float, den: np.ndarray | float, eps: float, official: bool) -> Any:
-    """``num / (den + eps)`` as in the official code, or exact with 0/0 -> 0."""
-    if official:
-        return num / (den + eps)
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    out = np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-    return out if out.ndim else float(out)
-
-
-def _f1(p: Any, r: Any, eps: float, official: bool) -> Any:
-    return _ratio(2 * p * r, p + r, eps, official)
 
 
 # ---------------------------------------------------------------------------- per datapoint
@@ -229,34 +149,8 @@ def _geometries(gt: GroundTruth, preds: Predictions, image_id: int, iou_type: st
                  for x in gts]
         else:
             g = [list(x["bbox"]) if x["bbox"] is not None else rle_to_box(x["segmentation"]) for x in gts]
-        if d and g:
-            m = np.asarray(mask_utils.iou(d, g, [0] * len(g)), dtype=float).reshape(len(d), len(g))
-        else:
-            m = np.zeros((len(d), len(g)))
-        ious.append(m)
+        ious.append(rle_iou(d, g))
     return scores, ious
-
-
-def _score(ious: np.ndarray, keep: np.ndarray, thrs: np.ndarray, official: bool):
-    """(tp, fp, fn, local_f1|None, n_gt, n_dt) for one datapoint / annotator (CGF1Eval.evaluateImg)."""
-    m = ious[keep]
-    n_dt, n_gt = m.shape
-    if n_gt == 0 and n_dt == 0:  # true negative: no box-level entry at all
-        z = np.zeros(len(thrs), dtype=np.int64)
-        return z, z, z, None, 0, 0
-    if n_dt and n_gt:
-        rows, cols = linear_sum_assignment(-m)
-        matched = m[rows, cols]
-    else:
-        matched = np.zeros(0)
-    tp = np.array([(matched >= t).sum() for t in thrs], dtype=np.int64)
-    fp, fn = n_dt - tp, n_gt - tp
-    if n_dt == 0:  # official FN branch sets local F1 to exactly 0
-        f1 = np.zeros(len(thrs))
-    else:
-        prec, rec = _ratio(tp, tp + fp, 1e-4, official), _ratio(tp, tp + fn, 1e-4, official)
-        f1 = _f1(prec, rec, 1e-4, official)
-    return tp, fp, fn, np.asarray(f1, dtype=float), n_gt, n_dt
 
 
 def _select(results: list[tuple]) -> int:
@@ -272,66 +166,17 @@ def _select(results: list[tuple]) -> int:
     return best
 
 
-class _Accumulator:
-    """Running sums of CGF1Eval.accumulate."""
-
-    def __init__(self, n: int):
-        self.tp, self.fp, self.pfp, self.fn = (np.zeros(n, dtype=np.int64) for _ in range(4))
-        self.macro_sum, self.macro_count = np.zeros(n), 0
-        self.il = {"TP": 0, "FP": 0, "TN": 0, "FN": 0}
-
-    def add(self, r: tuple) -> str:
-        tp, fp, fn, f1, n_gt, n_dt = r
-        il = ("TP" if n_dt else "FN") if n_gt else ("FP" if n_dt else "TN")
-        self.il[il] += 1
-        if f1 is None:
-            return il
-        self.tp += tp
-        self.fp += fp
-        self.fn += fn
-        if n_gt:  # "local_positive_F1s" exists only for datapoints with GT
-            self.pfp += fp
-            self.macro_sum += f1
-            self.macro_count += int(n_dt > 0)
-        return il
-
-    def metrics(self, official: bool) -> dict:
-        tp, fp, pfp, fn = self.tp, self.fp, self.pfp, self.fn
-        prec = _ratio(tp, tp + fp, 1e-4, official)
-        pprec = _ratio(tp, tp + pfp, 1e-4, official)
-        rec = _ratio(tp, tp + fn, 1e-4, official)
-        il = self.il
-        il_rec = _ratio(il["TP"], il["TP"] + il["FN"], 1e-6, official)
-        il_prec = _ratio(il["TP"], il["TP"] + il["FP"], 1e-6, official)
-        den = math.sqrt(float(il["TP"] + il["FP"]) * float(il["TP"] + il["FN"])
-                        * float(il["TN"] + il["FP"]) * float(il["TN"] + il["FN"]))
-        mcc = _ratio(float(il["TP"] * il["TN"] - il["FP"] * il["FN"]), den, 1e-6, official)
-        pmf1 = np.asarray(_f1(pprec, rec, 1e-4, official), dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):  # official: 0/0 -> nan here
-            macro = self.macro_sum / self.macro_count if self.macro_count else np.full(len(tp), np.nan)
-        return {
-            "precision": np.asarray(prec, float), "positive_micro_precision": np.asarray(pprec, float),
-            "recall": np.asarray(rec, float), "F1": np.asarray(_f1(prec, rec, 1e-4, official), float),
-            "pmF1": pmf1, "positive_macro_F1": macro, "IL_MCC": float(mcc),
-            "cgF1": pmf1 * float(mcc),  # official: eval["cgF1"] = positive_micro_F1 * IL_MCC, per threshold
-            "image_level": ImageLevelMetrics(
-                il["TP"], il["FP"], il["TN"], il["FN"], float(il_prec), float(il_rec),
-                float(_f1(il_prec, il_rec, 1e-6, official)),
-                float(_ratio(il["FP"], il["FP"] + il["TN"], 1e-6, official)), float(mcc)),
-        }
-
-
 def _run(gt: GroundTruth, preds: Predictions, iou_type: str, score_thresholds: Sequence[float],
          thrs: np.ndarray, official: bool, collect: bool):
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
-    accs = [_Accumulator(len(thrs)) for _ in score_thresholds]
+    accs = [Accumulator(len(thrs)) for _ in score_thresholds]
     records: list[DatapointResult] = []
     for iid in gt.eval_ids:
         scores, ious = _geometries(gt, preds, iid, iou_type)
         for s_idx, s_thr in enumerate(score_thresholds):
             keep = scores >= s_thr
-            results = [_score(m, keep, thrs, official) for m in ious]
+            results = [score_datapoint(m, keep, thrs, official) for m in ious]
             k = _select(results)
             il = accs[s_idx].add(results[k])
             if collect and s_idx == 0:
@@ -371,19 +216,6 @@ def evaluate_cgf1(gt: GroundTruth, preds: Predictions, iou_type: str = "segm", s
     """Compute cgF1 / pmF1 / IL_MCC and friends; see the module docstring for definitions."""
     thrs = IOU_THRESHOLDS if iou_thresholds is None else np.asarray(iou_thresholds, dtype=float)
     (acc,), records = _run(gt, preds, iou_type, [score_threshold], thrs, official_eps, collect=True)
-    m = acc.metrics(official_eps)
-    per_thr = [
-        ThresholdMetrics(float(t), int(acc.tp[i]), int(acc.fp[i]), int(acc.pfp[i]), int(acc.fn[i]),
-                         float(m["precision"][i]), float(m["positive_micro_precision"][i]), float(m["recall"][i]),
-                         float(m["F1"][i]), float(m["pmF1"][i]), 100.0 * float(m["cgF1"][i]),
-                         float(m["positive_macro_F1"][i]))
-        for i, t in enumerate(thrs)
-    ]
-
-    def at(name: str, thr: float) -> float:
-        hits = np.flatnonzero(np.isclose(thrs, thr))
-        return float(m[name][hits[0]]) if len(hits) else float("nan")
-
     n_annot = [0] * gt.num_annotators
     for r in records:
         n_annot[r.annotator] += 1
@@ -401,15 +233,8 @@ def evaluate_cgf1(gt: GroundTruth, preds: Predictions, iou_type: str = "segm", s
         "annotator_selected": n_annot,
     }
     return SacoReport(
-        iou_type=iou_type, score_threshold=float(score_threshold), iou_thresholds=[float(t) for t in thrs],
-        cgF1=100.0 * _official_mean(m["cgF1"]), pmF1=_official_mean(m["pmF1"]), IL_MCC=m["IL_MCC"],
-        precision=_official_mean(m["precision"]),
-        positive_micro_precision=_official_mean(m["positive_micro_precision"]),
-        recall=_official_mean(m["recall"]), F1=_official_mean(m["F1"]),
-        positive_macro_F1=float(np.mean(m["positive_macro_F1"])),
-        cgF1_50=100.0 * at("cgF1", 0.5), cgF1_75=100.0 * at("cgF1", 0.75),
-        pmF1_50=at("pmF1", 0.5), pmF1_75=at("pmF1", 0.75),
-        per_threshold=per_thr, image_level=m["image_level"], per_phrase=_phrase_stats(records, thrs),
+        **summarize(acc, thrs, official_eps), iou_type=iou_type, score_threshold=float(score_threshold),
+        iou_thresholds=[float(t) for t in thrs], per_phrase=_phrase_stats(records, thrs),
         counts=counts, official_eps=official_eps, datapoints=records,
     )
 
@@ -426,8 +251,8 @@ def score_threshold_sweep(gt: GroundTruth, preds: Predictions, score_thresholds:
     out = []
     for s, acc in zip(score_thresholds, accs):
         m = acc.metrics(official_eps)
-        out.append({"score_threshold": float(s), "precision": _official_mean(m["precision"]),
-                    "positive_micro_precision": _official_mean(m["positive_micro_precision"]),
-                    "recall": _official_mean(m["recall"]), "pmF1": _official_mean(m["pmF1"]),
-                    "IL_MCC": m["IL_MCC"], "cgF1": 100.0 * _official_mean(m["cgF1"])})
+        out.append({"score_threshold": float(s), "precision": official_mean(m["precision"]),
+                    "positive_micro_precision": official_mean(m["positive_micro_precision"]),
+                    "recall": official_mean(m["recall"]), "pmF1": official_mean(m["pmF1"]),
+                    "IL_MCC": m["IL_MCC"], "cgF1": 100.0 * official_mean(m["cgF1"])})
     return out

@@ -189,3 +189,37 @@ def remove_small_regions(mask: Union[Tensor, np.ndarray], max_area: int, connect
         return m & ~small[labels]
 
     return _apply_2d(mask, fn)
+
+
+# ---------------------------------------------------------------- COCO geometries (pycocotools)
+# The evaluators compare compressed RLEs (and xywh boxes) without decoding them, with
+# pycocotools' own arithmetic, so that every number equals the official evaluators'.
+__all__ += ["rle_iou", "rle_area", "rle_to_xywh"]
+
+
+def rle_iou(dt: Sequence, gt: Sequence) -> np.ndarray:
+    """Pairwise IoU of COCO geometries (``pycocotools.mask.iou``, no crowd regions).
+
+    Args:
+        dt: ``N`` compressed RLE dicts, or ``N`` xywh boxes; gt: ``M`` of the same kind.
+    Returns:
+        ``(N, M)`` float64 IoU; all zeros (of that shape) when either side is empty.
+    """
+    if len(dt) == 0 or len(gt) == 0:
+        return np.zeros((len(dt), len(gt)))
+    return np.asarray(mask_utils.iou(list(dt), list(gt), [0] * len(gt)), dtype=float).reshape(len(dt), len(gt))
+
+
+def rle_area(rles: Sequence[Dict]) -> np.ndarray:
+    """Foreground pixel counts of ``N`` compressed RLE dicts -> ``(N,)`` int64."""
+    if len(rles) == 0:
+        return np.zeros(0, np.int64)
+    return np.asarray(mask_utils.area(list(rles)), dtype=np.int64).reshape(-1)
+
+
+def rle_to_xywh(rles: Sequence[Dict]) -> np.ndarray:
+    """Tight boxes of ``N`` compressed RLE dicts (``pycocotools.mask.toBbox``): ``(N, 4)``
+    float64 xywh, the box's far edge one past the last pixel; empty masks give zeros."""
+    if len(rles) == 0:
+        return np.zeros((0, 4))
+    return np.asarray(mask_utils.toBbox(list(rles)), dtype=float).reshape(-1, 4)

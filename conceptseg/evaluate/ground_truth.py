@@ -1,4 +1,4 @@
-"""Loading and validating SA-Co ground truth and COCO-style predictions.
+"""SA-Co image ground truth: loading and validating one COCO JSON per annotator.
 
 SA-Co image benchmarks (Gold / Silver) are COCO JSON files in which one ``images`` entry
 is one *datapoint*: an (image, noun phrase) pair, the phrase stored in ``text_input``.
@@ -8,40 +8,23 @@ pass them as a list to get the official "best annotator per datapoint" (oracle) 
 
 Everything that is wrong with an input raises :class:`EvalInputError` naming the
 offending entry (its index in the list and its id), instead of an assertion deep
-inside pycocotools.  The resumable :class:`PredictionWriter` lives in ``writer.py``
-and is re-exported here.
+inside pycocotools.
 """
 
 from __future__ import annotations
 
-from ..errors import EvalInputError
-
-import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field, replace
-from numbers import Real
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
-from ._rle import RLEError, check_rle, to_compressed_rle
+from ..errors import EvalInputError
+from .inputs import PathLike, is_int, is_number, load_json
+from .segmentation import parse_geometry
 
-__all__ = [
-    "EvalInputError",
-    "Datapoint",
-    "GroundTruth",
-    "Prediction",
-    "Predictions",
-    "SACO_GOLD_SUBSETS",
-    "saco_gold_paths",
-    "restrict",
-    "load_json",
-    "load_ground_truth",
-    "load_predictions",
-    "PredictionWriter",
-]
+__all__ = ["Datapoint", "GroundTruth", "SACO_GOLD_SUBSETS", "saco_gold_paths", "load_ground_truth",
+           "restrict"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 GTSource = Union[PathLike, Mapping[str, Any]]
 
 #: The seven SA-Co/Gold subsets, as named in the official release file names.
@@ -89,67 +72,11 @@ class GroundTruth:
         return len(self.instances)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One validated prediction; ``index`` is its position in the input list."""
-
-    index: int
-    image_id: int
-    score: float
-    segmentation: dict | None
-    bbox: tuple[float, float, float, float] | None
-
-
-@dataclass
-class Predictions:
-    """Validated predictions grouped by datapoint, each list in input order."""
-
-    by_image: dict[int, list[Prediction]]
-    count: int
-
-    def for_image(self, image_id: int) -> list[Prediction]:
-        return self.by_image.get(image_id, [])
-
-
 def saco_gold_paths(folder: PathLike, subset: str) -> list[str]:
     """The three per-annotator GT files of an SA-Co/Gold subset inside ``folder``."""
     if subset not in SACO_GOLD_SUBSETS:
         raise ValueError(f"unknown SA-Co/Gold subset {subset!r}; expected one of {SACO_GOLD_SUBSETS}")
     return [os.path.join(os.fspath(folder), f"gold_{subset}_merged_{a}_release_test.json") for a in "abc"]
-
-
-def load_json(path: PathLike) -> Any:
-    """Read a ``.json`` file, or a ``.jsonl`` file as a list of its non-empty lines."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                return [json.loads(line) for line in f if line.strip()]
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise EvalInputError(f"{path}: invalid JSON ({e})") from e
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _check_box(box: Any) -> str | None:
-    """Return a problem description for a malformed xywh box, else None."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        return f"bbox must be [x, y, w, h], got {box!r}"
-    if not all(_is_number(v) for v in box):
-        return f"bbox values must be finite numbers, got {box!r}"
-    if box[2] < 0 or box[3] < 0:
-        return f"bbox width/height must be >= 0, got {box!r}"
-    return None
-
-
-# --------------------------------------------------------------------------- ground truth
 
 
 def _parse_gt_file(data: Any, source: str) -> tuple[dict[int, Datapoint], dict[int, list[dict]], dict]:
@@ -159,12 +86,12 @@ def _parse_gt_file(data: Any, source: str) -> tuple[dict[int, Datapoint], dict[i
     for i, img in enumerate(data["images"]):
         iid = img.get("id") if isinstance(img, dict) else None
         where = f"{source}: image {i} (id={iid!r})"
-        if not isinstance(img, dict) or not _is_int(iid):
+        if not isinstance(img, dict) or not is_int(iid):
             raise EvalInputError(f"{where}: missing or non-integer 'id'", i, iid)
         if iid in datapoints:
             raise EvalInputError(f"{where}: duplicate image id", i, iid)
         h, w = img.get("height"), img.get("width")
-        if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+        if not (is_int(h) and is_int(w) and h > 0 and w > 0):
             raise EvalInputError(f"{where}: 'height'/'width' must be positive ints, got {h!r}/{w!r}", i, iid)
         text = img.get("text_input", "")
         if not isinstance(text, str):
@@ -187,30 +114,13 @@ def _parse_gt_file(data: Any, source: str) -> tuple[dict[int, Datapoint], dict[i
         if iid not in datapoints:
             raise EvalInputError(f"{where}: unknown image_id {iid!r}", i, aid)
         dp = datapoints[iid]
-        seg, box = ann.get("segmentation"), ann.get("bbox")
-        if seg is None and box is None:
-            raise EvalInputError(f"{where}: needs 'segmentation' and/or 'bbox'", i, aid)
-        if box is not None and (problem := _check_box(box)):
-            raise EvalInputError(f"{where}: {problem}", i, aid)
-        rle = None
-        if seg is not None:
-            try:
-                if isinstance(seg, dict):
-                    check_rle(seg, dp.height, dp.width)
-                elif not (isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 for p in seg)):
-                    raise RLEError("segmentation must be an RLE dict or a non-empty list of polygons")
-                rle = to_compressed_rle(seg, dp.height, dp.width)
-            except RLEError as e:
-                raise EvalInputError(f"{where}: {e}", i, aid) from e
-        instances[iid].append(
-            {
-                "id": aid,
-                "segmentation": rle,
-                "bbox": tuple(float(v) for v in box) if box is not None else None,
-                "iscrowd": bool(ann.get("iscrowd", 0)),
-                "area": float(ann["area"]) if _is_number(ann.get("area")) else None,
-            }
-        )
+        try:
+            rle, box = parse_geometry(ann.get("segmentation"), ann.get("bbox"), dp.height, dp.width,
+                                      polygons=True)
+        except EvalInputError as e:
+            raise EvalInputError(f"{where}: {e}", i, aid) from e
+        instances[iid].append({"id": aid, "segmentation": rle, "bbox": box, "iscrowd": bool(ann.get("iscrowd", 0)),
+                               "area": float(ann["area"]) if is_number(ann.get("area")) else None})
     return datapoints, instances, data
 
 
@@ -291,71 +201,3 @@ def restrict(gt: GroundTruth, keep: Callable[[Datapoint], bool]) -> GroundTruth:
     phrases that name a held-out colour-shape pair of the synthetic test split)."""
     ids = [i for i in gt.eval_ids if keep(gt.datapoints[i])]
     return replace(gt, eval_ids=ids)
-
-
-# --------------------------------------------------------------------------- predictions
-
-
-def _flatten_jsonl_records(records: Iterable[Any]) -> list[Any]:
-    """Accept both plain result lists and the PredictionWriter line format."""
-    out: list[Any] = []
-    for r in records:
-        if isinstance(r, dict) and set(r) == {"header"}:
-            continue  # the writer's resume key line
-        if isinstance(r, dict) and "predictions" in r and "score" not in r:
-            out.extend(r["predictions"])
-        else:
-            out.append(r)
-    return out
-
-
-def load_predictions(preds: PathLike | Sequence[Mapping[str, Any]], gt: GroundTruth, validate_rle: bool = True) -> Predictions:
-    """Validate a COCO results list (or a path to one) against ``gt``.
-
-    Each entry needs ``image_id`` (a GT datapoint id), ``score`` in [0, 1] and a
-    ``segmentation`` (RLE dict of the image's size) and/or ``bbox`` (xywh).
-    ``category_id`` is ignored: every datapoint has exactly one concept.
-    """
-    if isinstance(preds, (str, os.PathLike)):
-        preds = load_json(preds)
-    if not isinstance(preds, (list, tuple)):
-        raise EvalInputError(f"predictions must be a list of objects, got {type(preds).__name__}")
-    preds = _flatten_jsonl_records(preds)
-    by_image: dict[int, list[Prediction]] = {}
-    for i, p in enumerate(preds):
-        iid = p.get("image_id") if isinstance(p, dict) else None
-        where = f"prediction {i} (image_id={iid!r})"
-        if not isinstance(p, dict):
-            raise EvalInputError(f"{where}: not an object", i, iid)
-        if "image_id" not in p:
-            raise EvalInputError(f"{where}: missing 'image_id'", i, iid)
-        if iid not in gt.datapoints:
-            raise EvalInputError(f"{where}: unknown image_id (not a datapoint of the ground truth)", i, iid)
-        if "score" not in p:
-            raise EvalInputError(f"{where}: missing 'score'", i, iid)
-        score = p["score"]
-        if not _is_number(score) or not 0.0 <= float(score) <= 1.0:
-            raise EvalInputError(f"{where}: score must be a number in [0, 1], got {score!r}", i, iid)
-        seg, box = p.get("segmentation"), p.get("bbox")
-        if seg is None and box is None:
-            raise EvalInputError(f"{where}: needs 'segmentation' and/or 'bbox'", i, iid)
-        if box is not None and (problem := _check_box(box)):
-            raise EvalInputError(f"{where}: {problem}", i, iid)
-        rle = None
-        if seg is not None:
-            dp = gt.datapoints[iid]
-            try:
-                if not isinstance(seg, dict):
-                    # official loadRes: "only support compressed RLE format as segmentation results"
-                    raise RLEError("segmentation must be an RLE dict")
-                if validate_rle:
-                    check_rle(seg, dp.height, dp.width)
-                rle = to_compressed_rle(seg, dp.height, dp.width)
-            except RLEError as e:
-                raise EvalInputError(f"{where}: malformed segmentation: {e}", i, iid) from e
-        pred = Prediction(i, iid, float(score), rle, tuple(float(v) for v in box) if box is not None else None)
-        by_image.setdefault(iid, []).append(pred)
-    return Predictions(by_image, len(preds))
-
-
-from .writer import PredictionWriter  # noqa: E402  (re-export; writer imports EvalInputError)
