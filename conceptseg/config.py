@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InputError
+
 
 @dataclass
 class VisionConfig:
@@ -149,8 +151,6 @@ PRESETS = {
 
 
 def get_config(name: str) -> Sam3Config:
-    from .errors import InputError
-
     try:
         return PRESETS[name]()
     except KeyError:

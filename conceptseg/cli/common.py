@@ -3,11 +3,9 @@ image formats."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..build import default_weights_path, load
-from ..config import Sam3Config, get_config
+from ..checkpoint import default_weights_path, load
 from ..errors import InputError
 from ..inference.prompts import parse_label
 from ..runtime import check_output_path, progress, resolve_device
@@ -30,23 +28,15 @@ def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
     return box, positive  # type: ignore[return-value]
 
 
-def load_model(args):
-    """The detector named by ``--checkpoint`` / ``--config`` on ``--device`` (checked first)."""
+def load_model(args, kind: str = "image"):
+    """The model (``kind`` image or video) named by ``--checkpoint`` / ``--config`` (a preset
+    or a config JSON) on ``--device`` (checked first); default: the shipped model."""
     device = resolve_device(getattr(args, "device", None))
-    config = None
-    if getattr(args, "config", None):
-        if Path(args.config).is_file():
-            try:
-                config = Sam3Config.from_dict(json.loads(Path(args.config).read_text()))
-            except (ValueError, TypeError) as e:
-                raise InputError(f"config {args.config}: {e}") from None
-        else:
-            config = get_config(args.config)
     path = args.checkpoint or default_weights_path()
     # a running clock while a large checkpoint loads (only on a terminal)
     with progress(total=1, desc=f"loading {Path(path).name}", leave=False,
                   bar_format="{desc}: {elapsed}") as bar:
-        model = load(args.checkpoint, config=config, device=device)
+        model = load(args.checkpoint, kind, config=getattr(args, "config", None), device=device)
         bar.update(1)
     return model
 
