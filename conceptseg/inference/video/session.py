@@ -13,7 +13,7 @@ What a frame goes through (``_step``, the official ``Sam3VideoBase._det_track_on
 one process): the ViT trunk runs once and feeds both necks; the detector runs when new
 detections are allowed on that frame (a text prompt, or exemplar boxes on it); every group of
 tracked objects is propagated by the tracker (memory attention + SAM heads, memory encoding
-deferred); :class:`~conceptseg.video.association.Associator` matches detections and tracks and
+deferred); :class:`~conceptseg.inference.video.association.Associator` matches detections and tracks and
 decides new / removed / re-seeded objects; then, in the official order, re-seeded objects get
 the detection mask as a conditioning frame, every group encodes this frame's memory from the
 processed track masks (sigmoid path, area-shrinkage suppression, +-10 object scores), objects
@@ -57,55 +57,61 @@ Where we differ from the official code (which keeps every frame's state for the 
 Results of the frames released so far are kept compactly (COCO RLE, a few bytes per object per
 frame) and returned by :meth:`VideoSession.results`; ``keep_results=False`` keeps nothing.
 
-The session is assembled from one mixin per concept: :class:`~.video_engine.FrameEngine` (one
-frame), :class:`~.video_groups.ObjectGroups` (tracker groups, removing objects),
-:class:`~.video_clicks.ClickEditing` (clicks), :class:`~.video_propagation.PropagationPasses`
-(passes, hotstart release) and :class:`~.video_results.ResultStore` (:class:`FrameResult`,
-RLE store); this module holds the public API and input validation.
+How it is built: :class:`VideoSession` is a thin façade over one :class:`~.state.SessionState`
+(everything that decides later outputs, declared in one dataclass: copy it with
+``session.state.clone()``, save it with :meth:`VideoSession.save_state`, restore it with
+:meth:`VideoSession.restore`) and one :class:`~.engine.VideoEngine` (model, video, caches;
+``step`` runs one frame, mutating the state). :mod:`.clicks`, :mod:`.groups` and
+:mod:`.propagation` are plain functions over (engine, state); the association
+(:mod:`.association`, :mod:`.matching`, :mod:`.heuristics`, :mod:`.postprocess`) works on
+tensors only. This module holds the public API and input validation.
 """
+
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from ..errors import InputError
-from ..model.detector import ImageFeatures, TextFeatures
-from ..text.tokenizer import ClipTokenizer
-from ..tracker.tracker import TrackerFeatures
-from .prompts import parse_clicks
-from ..video.association import AssociationConfig, Associator
-from ..video.io import open_video
-from ..video.matching import Detections
-from ..model.video_model import VideoModel
-from ..video.postprocess import finalize_frame
-from ..video.source import VideoSource
-from .prompts import validate_exemplars, validate_text
-from .video_clicks import ClickEditing
-from .video_engine import FrameEngine
-from .video_groups import ObjectGroups, _Group
-from .video_propagation import PropagationPasses
-from .video_results import FrameResult, ResultStore, VideoResults, _Stored
+from ...errors import InputError, SessionError
+from ...model.video_model import VideoModel
+from ...video.io import open_video
+from ...video.source import VideoSource
+from ..prompts import parse_clicks, validate_exemplars, validate_text
+from .clicks import add_clicks as click_objects
+from .association_state import AssociationConfig
+from .engine import VideoEngine
+from .groups import drop_from_groups, forget
+from .postprocess import finalize_frame
+from .propagation import run_passes
+from .results import FrameResult, VideoResults
+from .snapshot import load_state, save_state as write_state
+from .state import SessionState
 
-__all__ = ["VideoSession", "FrameResult", "VideoResults", "DIRECTIONS"]
+__all__ = ["VideoSession", "DIRECTIONS"]
 
 DIRECTIONS = ("forward", "backward", "both")
+PRECISIONS = ("fp32", "bf16")
 
 
-class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, ResultStore):
+class VideoSession:
     """Concept prompts (text, exemplar boxes), clicks and propagation on one video.
 
     ``video``: a video file, a folder of frames or one image (see
-    :func:`conceptseg.video.io.open_video`). Frames are decoded and encoded when needed; per-frame
-    features are dropped once the frame is processed, tracker memory is bounded per object group.
+    :func:`conceptseg.video.io.open_video`; every frame's header is checked when it is opened).
+    Frames are decoded and encoded when needed; per-frame features are dropped once the frame is
+    processed, tracker memory is bounded per object group.
 
     Bad input raises :class:`~conceptseg.errors.InputError` (unreadable / empty video, frame
     index out of range, click outside the frame, unknown object id, empty prompt...) and leaves
-    the session as it was.
+    the session as it was; using it out of order (closed; a pass ended by a re-prompt; two passes
+    at once) raises :class:`~conceptseg.errors.SessionError`.
+
+    Attributes: ``state`` (:class:`~.state.SessionState`, all the session remembers),
+    ``engine`` (:class:`~.engine.VideoEngine`: model, video, caches), ``source`` (the frames).
     """
 
     def __init__(self, model: VideoModel, video, *, association: AssociationConfig | None = None,
@@ -113,29 +119,25 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
                  keep_results: bool = True, feature_cache: int = 2,
                  device: str | torch.device | None = None):
         if not isinstance(model, VideoModel):
-            raise TypeError("VideoSession needs a VideoModel (conceptseg.build.load_video_model)")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError("precision must be 'fp32' or 'bf16'")
+            raise InputError(f"VideoSession needs a video model (detector + tracker, from "
+                             f"conceptseg.load_video_model), got {type(model).__name__}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval()
         self.device = torch.device(device) if device else model.device
         self.model.to(self.device)
-        self.precision = precision
-        self.config = association or AssociationConfig()
-        self.keep_results = keep_results
         self.source: VideoSource = open_video(video, file_preprocessing=file_preprocessing,
                                               cache_size=2)
-        if len(self.source) == 0:  # pragma: no cover - open_video already refuses these
-            raise InputError(f"{video}: the video has no frames")
-        self.num_frames = len(self.source)
-        self.size = self.source.size  # (H, W)
-        self.tracker = model.tracker
-        self.tcfg = model.tracker_config
-        self.tokenizer = ClipTokenizer(context_length=model.config.text.context_length)
-        self._feature_cache: OrderedDict[int, tuple[ImageFeatures, TrackerFeatures]] = OrderedDict()
-        self._feature_cache_size = max(1, int(feature_cache))
-        self._text_cache: dict[str, TextFeatures] = {}
-        self._closed = False
-        self._reset(keep_text=False)
+        self.engine = VideoEngine(model, self.source, self.device, precision, feature_cache)
+        self.state = SessionState(video=str(video), num_frames=len(self.source),
+                                  size=self.source.size, is_image=self.source.is_image,
+                                  config=association or AssociationConfig(),
+                                  keep_results=keep_results)
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return (f"VideoSession({self.state.video!r}, {self.num_frames} frames {w}x{h}, "
+                f"text={self.text!r}, obj_ids={self.obj_ids}{', closed' if self.state.closed else ''})")
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "VideoSession":
@@ -145,46 +147,71 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
         self.close()
 
     def close(self) -> None:
-        if not self._closed:
+        """Release the video and caches; a running pass stops at its next step."""
+        if not self.state.closed:
+            self.state.end_passes("the session was closed")
+            self.state.closed = True
             self.source.close()
-            self._feature_cache.clear()
-            self._groups = []
-            self._closed = True
+            self.engine.clear_caches()
+            self.state.groups = []
 
-    # -- state ----------------------------------------------------------------------------------
-    def _reset(self, keep_text: bool) -> None:
-        if not keep_text:
-            self._text: str | None = None
-        self._exemplars: dict[int, tuple[Tensor, Tensor]] = {}
-        self._assoc = Associator(self.config)
-        self._groups: list[_Group] = []
-        self._user_ids: set[int] = set()
-        self._store: dict[int, _Stored] = {}
-        self._prompt_frames: set[int] = set()
-        self._det_cache: tuple[tuple, Detections] | None = None
-        self._prompt_version = getattr(self, "_prompt_version", 0) + 1
-        self._anchor_start: int | None = None
+    # -- saving and restoring ----------------------------------------------------------------------
+    def save_state(self, path) -> Path:
+        """Write the session's state (not the model, not the video) to ``path`` (see
+        :mod:`.snapshot`); refused while a pass runs."""
+        self._check_open()
+        if self.state.running_pass is not None:
+            raise SessionError("cannot save while a propagate() pass is running: finish it first")
+        return write_state(self.state, path)
+
+    @classmethod
+    def restore(cls, model: VideoModel, video, path, **kwargs) -> "VideoSession":
+        """A session on ``video`` continuing from a state written by :meth:`save_state`
+        (``kwargs``: the constructor's options, e.g. ``precision``, ``device``)."""
+        s = cls(model, video, **kwargs)
+        state = load_state(path, s.device)
+        if (state.num_frames, tuple(state.size)) != (s.num_frames, tuple(s.size)):
+            s.close()
+            raise InputError(f"{path} was saved on a video of {state.num_frames} frames of "
+                             f"{state.size[1]}x{state.size[0]}; {video} has {s.num_frames} of "
+                             f"{s.size[1]}x{s.size[0]}")
+        s.state = state
+        return s
+
+    # -- read-only views ------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.state.num_frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the frames."""
+        return self.state.size
+
+    @property
+    def config(self) -> AssociationConfig:
+        return self.state.config
 
     @property
     def obj_ids(self) -> list[int]:
         """The objects tracked now, in tracker order."""
-        return list(self._assoc.state.obj_ids)
+        return self.state.obj_ids
 
     @property
     def text(self) -> str | None:
-        return self._text
+        return self.state.text
 
     def results(self) -> VideoResults:
         """Every frame released so far (prompted frames, propagated frames, clicked frames)."""
-        return VideoResults(self._store, self.size)
+        return VideoResults(self.state.store, self.size)
 
     def memory_frames(self) -> int:
         """Frames held in all tracker memory banks (bounded; for tests and benchmarks)."""
-        return sum(len(g.bank) + len(g.anchor) for g in self._groups)
+        return sum(len(g.bank) + len(g.anchor) for g in self.state.groups)
 
     # -- validation -----------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self.state.closed:
             raise InputError("this video session is closed")
 
     def _check_frame(self, frame) -> int:
@@ -199,36 +226,35 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
     def _check_obj(self, obj_id) -> int:
         if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
             raise InputError(f"object id must be an integer, got {obj_id!r}")
-        if int(obj_id) not in self._assoc.state.obj_ids:
-            known = self._assoc.state.obj_ids
+        known = self.state.assoc.obj_ids
+        if int(obj_id) not in known:
             raise InputError(f"object {int(obj_id)} does not exist (tracked objects: "
                              f"{known if known else 'none'})")
         return int(obj_id)
-
-    def _check_clicks(self, points, labels) -> tuple[Tensor, Tensor]:
-        h, w = self.size
-        return parse_clicks(points, labels, w, h, "frame")
 
     # -- prompts --------------------------------------------------------------------------------
     @torch.inference_mode()
     def add_text(self, text: str, frame: int = 0) -> FrameResult:
         """Segment every instance of a concept: starts over (objects, memories and results are
-        cleared, as the official ``add_prompt``), detects on ``frame`` and returns that frame's
-        objects. Later frames come from :meth:`propagate`."""
+        cleared, as the official ``add_prompt``; a running pass ends), detects on ``frame`` and
+        returns that frame's objects. Later frames come from :meth:`propagate`."""
         self._check_open()
         text = validate_text(text)
         t = self._check_frame(frame)
-        self._reset(keep_text=False)
-        self._text = text
+        self.state.end_passes("add_text() re-prompted the session")
+        self.state.restart(keep_text=False)
+        self.state.text = text
         return self._prompt_frame(t)
 
     @torch.inference_mode()
     def add_exemplars(self, boxes: Sequence, frame: int = 0,
-                      labels: Sequence[bool] | None = None) -> FrameResult:
-        """Exemplar boxes (pixel xyxy on ``frame``; ``labels`` True/1 positive, False/0
-        negative, default all positive) as the concept prompt, together with the current text
-        if any (else the official "visual" placeholder). Starts over like :meth:`add_text`;
-        without text, new objects are only detected on ``frame``."""
+                      labels: Sequence | None = None) -> FrameResult:
+        """Exemplar boxes on ``frame`` as the concept prompt, together with the current text if
+        any (else the official "visual" placeholder). ``boxes``: pixel ``(x0, y0, x1, y1)`` each
+        with ``labels`` (default all positive), or the image API's form ``[((x0, y0, x1, y1),
+        label), ...]``; a label is True/1/"pos" (positive) or False/0/"neg" (negative), as
+        :func:`conceptseg.inference.prompts.validate_exemplars` reads it. Starts over like
+        :meth:`add_text`; without text, new objects are only detected on ``frame``."""
         self._check_open()
         t = self._check_frame(frame)
         try:
@@ -237,33 +263,54 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
             raise InputError("boxes must be a list of (x0, y0, x1, y1)") from None
         if not items:
             raise InputError("give at least one exemplar box")
-        if labels is None:
-            labels = [True] * len(items)
-        labels = list(labels)
-        if len(labels) != len(items):
-            raise InputError(f"{len(items)} boxes but {len(labels)} labels")
+        paired = all(_is_pair(b) for b in items)
+        if paired and labels is not None:
+            raise InputError("give labels either inside the exemplars or as labels=, not both")
+        if not paired:
+            labels = [True] * len(items) if labels is None else list(labels)
+            if len(labels) != len(items):
+                raise InputError(f"{len(items)} boxes but {len(labels)} labels")
+            items = list(zip(items, labels))
         h, w = self.size
-        b, lab = validate_exemplars(list(zip(items, [bool(v) for v in labels])), w, h)
-        text = self._text
-        self._reset(keep_text=True)
-        self._text = text
-        self._exemplars[t] = (b, lab)
+        b, lab = validate_exemplars(items, w, h)
+        text = self.state.text
+        self.state.end_passes("add_exemplars() re-prompted the session")
+        self.state.restart(keep_text=True)
+        self.state.text = text
+        self.state.exemplars[t] = (b, lab)
         return self._prompt_frame(t)
 
     def _prompt_frame(self, t: int) -> FrameResult:
-        self._prompt_frames.add(t)
-        plan = self._step(t, reverse=False)
+        self.state.prompt_frames.add(t)
+        plan = self.engine.step(self.state, t, reverse=False)
         out = finalize_frame(plan.record, self.size)  # official add_prompt: nothing hidden
-        return self._output(out, plan.record.obj_id_to_tracker_score)
+        return self.state.release(out, plan.record.obj_id_to_tracker_score)
 
-    # -- removing -------------------------------------------------------------------------------
+    def add_clicks(self, obj_id: int | None, points, labels=None, frame: int = 0) -> FrameResult:
+        """Clicks on ``frame``: ``obj_id=None`` starts a new object (its id is returned in the
+        result's ``clicked_obj_id``: the largest id so far + 1), an existing id refines that
+        object. ``points``: N x (x, y) pixels; ``labels`` 1 positive / 0 negative (default all
+        positive). Clicks on the same object and frame accumulate. Returns the frame's objects,
+        with this one updated (other objects as last output on that frame, if it was output).
+        A running pass ends."""
+        self._check_open()
+        t = self._check_frame(frame)
+        h, w = self.size
+        pts, labs = parse_clicks(points, labels, w, h, "frame")
+        if obj_id is not None:
+            obj_id = self._check_obj(obj_id)
+        self.state.end_passes("add_clicks() changed the objects")
+        return click_objects(self.engine, self.state, obj_id, pts, labs, t)
+
     @torch.inference_mode()
     def remove_object(self, obj_id: int) -> None:
-        """Stop tracking an object and drop it from the results (its id is not reused)."""
+        """Stop tracking an object and drop it from the results (its id is not reused). A
+        running pass ends."""
         self._check_open()
         obj_id = self._check_obj(obj_id)
-        self._drop_from_groups(obj_id)
-        self._forget(obj_id)
+        self.state.end_passes("remove_object() changed the objects")
+        drop_from_groups(self.state, obj_id)
+        forget(self.state, obj_id)
 
     # -- propagation ----------------------------------------------------------------------------
     def propagate(self, direction: str = "forward", start: int | None = None,
@@ -276,16 +323,18 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
         (the last one for "backward"). max_frames: frames per pass (default: to the end).
         Arguments are checked at once (InputError); tracking happens as the iterator is consumed.
         Stopping early is allowed: frames still held by the hotstart buffer are then kept in
-        :meth:`results` without being yielded.
+        :meth:`results` without being yielded. One pass at a time: a second iterator started
+        while one runs raises :class:`~conceptseg.errors.SessionError`, and a re-prompt, a
+        removal or :meth:`close` ends the running one (its next step raises SessionError).
         """
         self._check_open()
         if direction not in DIRECTIONS:
             raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if not self._prompt_frames:
+        if not self.state.prompt_frames:
             raise InputError("nothing to propagate: add a text prompt, exemplars or clicks first")
         if start is None:
             pick = max if direction == "backward" else min
-            start = pick(self._prompt_frames)
+            start = pick(self.state.prompt_frames)
         start = self._check_frame(start)
         if max_frames is not None:
             if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) \
@@ -299,4 +348,13 @@ class VideoSession(ClickEditing, PropagationPasses, FrameEngine, ObjectGroups, R
             passes.append((start, True))
         elif direction == "both" and start > 0:
             passes.append((start - 1, True))
-        return self._run(passes, max_frames)
+        return run_passes(self.engine, self.state, passes, max_frames, self.state.generation)
+
+
+def _is_pair(item) -> bool:
+    """An exemplar in the image API's form ``((x0, y0, x1, y1), label)``."""
+    try:
+        box, _ = item
+        return len(box) == 4
+    except (TypeError, ValueError):
+        return False
