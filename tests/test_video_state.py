@@ -221,8 +221,6 @@ def test_add_exemplars_accepts_the_image_api_form(video_model, frames_dir):
         ex_b = s.state.exemplars[1]
         assert all(torch.equal(x, y) for x, y in zip(ex_a, ex_b))
         assert a.obj_ids.tolist() == b.obj_ids.tolist()
-        with pytest.raises(InputError, match="label"):
-            s.add_exemplars([(10, 10, 60, 50)], frame=1, labels=["maybe"])
         with pytest.raises(InputError, match="not both"):
             s.add_exemplars([((10, 10, 60, 50), True)], frame=1, labels=[True])
 
@@ -242,6 +240,8 @@ def test_add_exemplars_reads_neg_labels_as_negative(video_model, frames_dir):
         assert s.state.exemplars[1][1].tolist() == [0]
         s.add_exemplars([((10, 10, 60, 50), "neg")], frame=1)
         assert s.state.exemplars[1][1].tolist() == [0]
+        with pytest.raises(InputError, match="label"):
+            s.add_exemplars([(10, 10, 60, 50)], frame=1, labels=["maybe"])
 
 
 def test_video_session_construction_errors_are_input_errors(video_model, frames_dir):
@@ -259,3 +259,43 @@ def test_result_reprs_are_short(video_model, frames_dir):
         for obj in (r, s.results(), s):
             text = repr(obj)
             assert len(text) < 200 and "tensor" not in text and " at 0x" not in text
+
+
+# ---------------------------------------------------------------- conceptseg track
+
+
+def test_track_checks_outputs_and_device_before_tracking(frames_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """Issue 17: `track --json <dir>`, `--out <dir>`, unwritable paths and `--device cuda` on a
+    CPU-only torch fail in one line before any model is loaded or frame tracked."""
+    import conceptseg.cli.track as track
+    from conceptseg.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(track, "load_video_model", no_model)
+    (tmp_path / "dir.mp4").mkdir()
+    cases = [(["--json", str(tmp_path)], "is a directory"),
+             (["--out", str(tmp_path / "dir.mp4")], "is a directory"),
+             (["--json", "/proc/masklets.json"], "not writable")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "CUDA"))
+    for extra, msg in cases:
+        capsys.readouterr()
+        assert main(["track", str(frames_dir), "--text", "red square", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
+
+
+def test_track_prints_the_count_it_writes(video_model, frames_dir, tmp_path, capsys):
+    """Issue 17: the printed instance count is the number of objects with pixels that the
+    JSON holds for the prompted frame."""
+    from conceptseg.cli.track import run_track
+
+    doc = run_track(video_model, frames_dir, "red square", frame=0, json_path=tmp_path / "m.json")
+    out = capsys.readouterr().out
+    first = doc["frames"][0]
+    assert f"{len(first['objects'])} instance(s) on frame 0" in out
+    assert json.loads((tmp_path / "m.json").read_text()) == doc
+    assert all(o["phrase"] == "red square" for f in doc["frames"] for o in f["objects"])
