@@ -59,6 +59,16 @@ def _session(model, n: int, **kw) -> VideoSession:
     return s
 
 
+def _running(model):
+    """A 6-frame two-object session (hotstart delay 2) with a pass that released frame 0."""
+    cfg = AssociationConfig(hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)
+    s = _session(model, 6, association=cfg)
+    s.add_text("thing")
+    it = s.propagate()
+    assert next(it)[0] == 0
+    return s, it
+
+
 # ---------------------------------------------------------------- one declared state
 
 
@@ -156,22 +166,16 @@ def test_reprompt_inside_a_propagation_loop_ends_the_pass(test_model):
 
 
 def test_close_inside_a_propagation_loop_ends_the_pass(test_model):
-    with _session(test_model, 6, association=AssociationConfig(
-            hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)) as s:
-        s.add_text("thing")
-        it = s.propagate()
-        next(it)
+    s, it = _running(test_model)
+    with s:
         s.close()
         with pytest.raises(SessionError, match="closed"):
             next(it)
 
 
 def test_second_concurrent_pass_is_refused(test_model):
-    cfg = AssociationConfig(hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)
-    with _session(test_model, 6, association=cfg) as s:
-        s.add_text("thing")
-        first = s.propagate()
-        next(first)
+    s, first = _running(test_model)
+    with s:
         second = s.propagate()
         with pytest.raises(SessionError, match="another propagate"):
             next(second)
@@ -181,11 +185,8 @@ def test_second_concurrent_pass_is_refused(test_model):
 
 @pytest.mark.parametrize("edit", ["clicks", "remove", "exemplars"])
 def test_object_edits_end_a_running_pass(test_model, edit):
-    cfg = AssociationConfig(hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)
-    with _session(test_model, 6, association=cfg) as s:
-        s.add_text("thing")
-        it = s.propagate()
-        next(it)
+    s, it = _running(test_model)
+    with s:
         if edit == "clicks":
             s.add_clicks(None, [(10, 10)], frame=1)
         elif edit == "remove":
@@ -197,11 +198,8 @@ def test_object_edits_end_a_running_pass(test_model, edit):
 
 
 def test_saving_during_a_pass_is_refused(test_model, tmp_path):
-    cfg = AssociationConfig(hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)
-    with _session(test_model, 6, association=cfg) as s:
-        s.add_text("thing")
-        it = s.propagate()
-        next(it)
+    s, it = _running(test_model)
+    with s:
         with pytest.raises(SessionError, match="running"):
             s.save_state(tmp_path / "x.pt")
         it.close()
@@ -256,7 +254,7 @@ def test_video_session_construction_errors_are_input_errors(video_model, frames_
 def test_result_reprs_are_short(video_model, frames_dir):
     with VideoSession(video_model, frames_dir) as s:
         r = s.add_text("red square")
-        for obj in (r, s.results(), s):
+        for obj in (r, s.results(), s, s.state, s.state.groups[0], s.state.store[0]):
             text = repr(obj)
             assert len(text) < 200 and "tensor" not in text and " at 0x" not in text
 

@@ -109,7 +109,7 @@ def objects_json(obj_ids, scores, boxes, rles, phrases) -> dict:
     return {"objects": objects, "empty": empty}
 
 
-@dataclass
+@dataclass(repr=False)
 class StoredFrame:
     """A released frame as a session keeps it (plus what merging a later click result needs)."""
 
@@ -121,6 +121,9 @@ class StoredFrame:
     tracker_scores: dict[int, float]  # this frame's tracker score per object (non-overlap ties)
     frame_stats: dict | None  # official per-frame counters
     phrases: list = field(default_factory=list)  # concept prompt per object (None: clicks)
+
+    def __repr__(self) -> str:
+        return f"StoredFrame(obj_ids={self.obj_ids})"
 
     @classmethod
     def of(cls, res: FrameResult, tracker_scores: dict) -> "StoredFrame":

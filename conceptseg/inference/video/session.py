@@ -73,7 +73,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 
 from ...errors import InputError, SessionError
@@ -87,13 +86,13 @@ from .engine import VideoEngine
 from .groups import drop_from_groups, forget
 from .postprocess import finalize_frame
 from .propagation import run_passes
+from .requests import DIRECTIONS, check_frame, check_obj, exemplar_items, plan_passes
 from .results import FrameResult, VideoResults
 from .snapshot import load_state, save_state as write_state
 from .state import SessionState
 
 __all__ = ["VideoSession", "DIRECTIONS"]
 
-DIRECTIONS = ("forward", "backward", "both")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -215,22 +214,10 @@ class VideoSession:
             raise InputError("this video session is closed")
 
     def _check_frame(self, frame) -> int:
-        if isinstance(frame, (bool, np.bool_)) or not isinstance(frame, (int, np.integer)):
-            raise InputError(f"frame index must be an integer, got {frame!r}")
-        t = int(frame)
-        if not 0 <= t < self.num_frames:
-            raise InputError(f"frame index {t} is out of range: the video has {self.num_frames} "
-                             f"frames (0..{self.num_frames - 1})")
-        return t
+        return check_frame(self.state, frame)
 
     def _check_obj(self, obj_id) -> int:
-        if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
-            raise InputError(f"object id must be an integer, got {obj_id!r}")
-        known = self.state.assoc.obj_ids
-        if int(obj_id) not in known:
-            raise InputError(f"object {int(obj_id)} does not exist (tracked objects: "
-                             f"{known if known else 'none'})")
-        return int(obj_id)
+        return check_obj(self.state, obj_id)
 
     # -- prompts --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -257,20 +244,7 @@ class VideoSession:
         :meth:`add_text`; without text, new objects are only detected on ``frame``."""
         self._check_open()
         t = self._check_frame(frame)
-        try:
-            items = list(boxes)
-        except TypeError:
-            raise InputError("boxes must be a list of (x0, y0, x1, y1)") from None
-        if not items:
-            raise InputError("give at least one exemplar box")
-        paired = all(_is_pair(b) for b in items)
-        if paired and labels is not None:
-            raise InputError("give labels either inside the exemplars or as labels=, not both")
-        if not paired:
-            labels = [True] * len(items) if labels is None else list(labels)
-            if len(labels) != len(items):
-                raise InputError(f"{len(items)} boxes but {len(labels)} labels")
-            items = list(zip(items, labels))
+        items = exemplar_items(boxes, labels)
         h, w = self.size
         b, lab = validate_exemplars(items, w, h)
         text = self.state.text
@@ -328,33 +302,6 @@ class VideoSession:
         removal or :meth:`close` ends the running one (its next step raises SessionError).
         """
         self._check_open()
-        if direction not in DIRECTIONS:
-            raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if not self.state.prompt_frames:
-            raise InputError("nothing to propagate: add a text prompt, exemplars or clicks first")
-        if start is None:
-            pick = max if direction == "backward" else min
-            start = pick(self.state.prompt_frames)
-        start = self._check_frame(start)
-        if max_frames is not None:
-            if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) \
-                    or max_frames < 1:
-                raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
-            max_frames = int(max_frames)
-        passes = []
-        if direction in ("forward", "both"):
-            passes.append((start, False))
-        if direction == "backward":
-            passes.append((start, True))
-        elif direction == "both" and start > 0:
-            passes.append((start - 1, True))
+        passes, max_frames = plan_passes(self.state, direction, start, max_frames)
         return run_passes(self.engine, self.state, passes, max_frames, self.state.generation)
 
-
-def _is_pair(item) -> bool:
-    """An exemplar in the image API's form ``((x0, y0, x1, y1), label)``."""
-    try:
-        box, _ = item
-        return len(box) == 4
-    except (TypeError, ValueError):
-        return False

@@ -26,7 +26,7 @@ from .results import FrameResult, StoredFrame
 __all__ = ["Group", "SessionState"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Group:
     """Objects tracked together (the official "tracker inference state"): objects first seen on
     the same frame, or one clicked object. One memory bank for all of them."""
@@ -41,6 +41,10 @@ class Group:
     # place: frame -> (memory, was a conditioning frame)
     anchor: dict[int, tuple[FrameMemory, bool]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"Group(obj_ids={self.obj_ids}, cond={sorted(self.bank.cond)}, "
+                f"tracked={sorted(self.bank.non_cond)})")
+
     def frame_memory(self, t: int) -> FrameMemory | None:
         mem = self.bank.cond.get(t)
         return mem if mem is not None else self.bank.non_cond.get(t)
@@ -49,7 +53,7 @@ class Group:
         return any(t in frames for frames in self.inputs.values())
 
 
-@dataclass
+@dataclass(repr=False)
 class SessionState:
     """Everything a video session remembers (see the module docstring)."""
 
@@ -81,6 +85,12 @@ class SessionState:
     closed: bool = False  # the session was closed
     # -- stored results
     store: dict[int, StoredFrame] = field(default_factory=dict)  # released frames, by index
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return (f"SessionState({self.video!r}, {self.num_frames} frames {w}x{h}, "
+                f"text={self.text!r}, obj_ids={self.obj_ids}, groups={len(self.groups)}, "
+                f"results={len(self.store)} frames)")
 
     @property
     def obj_ids(self) -> list[int]:
