@@ -1,4 +1,4 @@
-"""Detection <-> track association (conceptseg.video.association) on hand-made masks, plus the
+"""Detection <-> track association (conceptseg.inference.video.association) on hand-made masks, plus the
 official fixture's per-frame outputs reproduced from our detector."""
 
 import pytest

@@ -1,6 +1,6 @@
 """Temporal heuristics of SAM 3 video inference (``apply_temporal_disambiguation``).
 
-Steps 6 to 8 of :mod:`conceptseg.inference.video.association`: the hotstart (keep-alive counters and
+Steps 6 to 8 of :mod:`.association`: the hotstart (keep-alive counters and
 removal of young masklets that stay unmatched or duplicate an earlier one,
 :func:`process_hotstart`), the reconditioning decisions (:func:`reconditioning_decisions`) and
 the occlusion-based overlap suppression (:func:`suppress_by_recent_occlusion`).

@@ -1,6 +1,6 @@
 """Detections of one frame and their matching with the tracked masklets (SAM 3 video).
 
-Steps 1 and 3 of :mod:`conceptseg.inference.video.association`: mask NMS and score threshold on the
+Steps 1 and 3 of :mod:`.association`: mask NMS and score threshold on the
 detector outputs (:func:`select_detections`), then the official ``_associate_det_trk``
 (:func:`associate`) at the smaller of the two mask resolutions.
 

@@ -2,7 +2,7 @@
 
 Mask operations on low-res logits (hole filling, bilinear resizing, boxes, the pixel-wise and
 object-wise non-overlap constraints, the memory-encoder inputs), the :class:`FrameRecord`
-that :meth:`~conceptseg.inference.video.association.Associator.step` produces for every frame, and its
+that :meth:`.association.Associator.step` produces for every frame, and its
 release as a :class:`~.results.FrameResult` (official ``_postprocess_output``).
 
 Outputs and the hotstart delay (:class:`OutputBuffer`, :func:`finalize_frame`)

@@ -9,11 +9,11 @@
 ...     s.add_clicks(3, [(300, 200)], [0], frame=40)     # correct object 3 on frame 40
 ...     s.remove_object(1)
 
-What a frame goes through (``_step``, the official ``Sam3VideoBase._det_track_one_frame`` with
+What a frame goes through (:meth:`.engine.VideoEngine.step`, the official ``Sam3VideoBase._det_track_one_frame`` with
 one process): the ViT trunk runs once and feeds both necks; the detector runs when new
 detections are allowed on that frame (a text prompt, or exemplar boxes on it); every group of
 tracked objects is propagated by the tracker (memory attention + SAM heads, memory encoding
-deferred); :class:`~conceptseg.inference.video.association.Associator` matches detections and tracks and
+deferred); :class:`~.association.Associator` matches detections and tracks and
 decides new / removed / re-seeded objects; then, in the official order, re-seeded objects get
 the detection mask as a conditioning frame, every group encodes this frame's memory from the
 processed track masks (sigmoid path, area-shrinkage suppression, +-10 object scores), objects
@@ -22,7 +22,7 @@ detection masks (through the video resolution, as officially), and removed objec
 groups. Outputs are released through the hotstart buffer (15 frames by default; everything at
 the end of a propagation).
 
-Official behaviours kept on purpose (see ``conceptseg/video/association.py`` for the rest):
+Official behaviours kept on purpose (see :mod:`.association` for the rest):
 
 * ``add_text`` / ``add_exemplars`` start over (the official ``add_prompt`` resets the session);
   the prompted frame is processed at once and again as the first frame of a forward
@@ -52,7 +52,12 @@ Where we differ from the official code (which keeps every frame's state for the 
   (official: backward always skips ``start``); ``max_frames`` counts the frames processed by
   each pass (official: ``max_frame_num_to_track + 1``).
 * ``add_exemplars`` accepts several boxes (all are the geometric prompt of that frame; the
-  official API takes one).
+  official API takes one);
+* boxes come from the final masks (after the non-overlap step); an object left without pixels
+  is marked (:attr:`FrameResult.empty`) and listed under ``"empty"`` in the JSON;
+* a re-prompt, a click, a removal or :meth:`VideoSession.close` ends a running
+  :meth:`VideoSession.propagate` pass, and one pass runs at a time
+  (:class:`~conceptseg.errors.SessionError`).
 
 Results of the frames released so far are kept compactly (COCO RLE, a few bytes per object per
 frame) and returned by :meth:`VideoSession.results`; ``keep_results=False`` keeps nothing.
@@ -64,9 +69,8 @@ How it is built: :class:`VideoSession` is a thin façade over one :class:`~.stat
 ``step`` runs one frame, mutating the state). :mod:`.clicks`, :mod:`.groups` and
 :mod:`.propagation` are plain functions over (engine, state); the association
 (:mod:`.association`, :mod:`.matching`, :mod:`.heuristics`, :mod:`.postprocess`) works on
-tensors only. This module holds the public API and input validation.
+tensors only. This module holds the public API.
 """
-
 
 from __future__ import annotations
 
@@ -80,8 +84,8 @@ from ...model.video_model import VideoModel
 from ...video.io import open_video
 from ...video.source import VideoSource
 from ..prompts import parse_clicks, validate_exemplars, validate_text
-from .clicks import add_clicks as click_objects
 from .association_state import AssociationConfig
+from .clicks import add_clicks as click_objects
 from .engine import VideoEngine
 from .groups import drop_from_groups, forget
 from .postprocess import finalize_frame
@@ -135,8 +139,9 @@ class VideoSession:
 
     def __repr__(self) -> str:
         h, w = self.size
+        closed = ", closed" if self.state.closed else ""
         return (f"VideoSession({self.state.video!r}, {self.num_frames} frames {w}x{h}, "
-                f"text={self.text!r}, obj_ids={self.obj_ids}{', closed' if self.state.closed else ''})")
+                f"text={self.text!r}, obj_ids={self.obj_ids}{closed})")
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "VideoSession":
