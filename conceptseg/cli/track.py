@@ -4,8 +4,11 @@
 
 The text prompt is applied on ``--frame`` (default 0); propagation runs forward from there and,
 if that is not the first frame, backward too. ``--json`` gets, per frame, every object's id,
-score, pixel box and COCO RLE mask; both outputs are written atomically. Errors (unreadable
-video, bad prompt, checkpoint without tracker weights...) are one line on stderr, exit status 2.
+score, pixel box (from its final mask), COCO RLE mask and phrase under ``"objects"``, and the ids
+of tracked objects left without pixels on that frame under ``"empty"``; the overlay names each
+object by its id. Both outputs are written atomically. Errors (unreadable video or frame,
+unwritable output, bad prompt, unavailable device, checkpoint without tracker weights...) are
+one line on stderr, exit status 2, and are found before tracking starts.
 """
 
 from __future__ import annotations
