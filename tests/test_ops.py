@@ -292,13 +292,3 @@ def test_remove_small_regions():
     d[1, 1] = d[2, 2] = True
     assert remove_small_regions(d, 1, connectivity=8).sum() == 2
     assert remove_small_regions(d, 1, connectivity=4).sum() == 0
-
-
-def test_rle_area_counts_pixels():
-    from conceptseg.ops.masks import rle_area, rle_encode
-
-    m = torch.zeros(3, 5, 7, dtype=torch.bool)
-    m[0, 1:3, 2:5] = True
-    m[2, 4, 6] = True
-    assert rle_area(rle_encode(m)) == [6, 0, 1]
-    assert rle_area([]) == []

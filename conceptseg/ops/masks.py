@@ -189,11 +189,3 @@ def remove_small_regions(mask: Union[Tensor, np.ndarray], max_area: int, connect
         return m & ~small[labels]
 
     return _apply_2d(mask, fn)
-
-
-def rle_area(rles: Sequence[Dict]) -> List[int]:
-    """Pixel count of each COCO RLE dict (compressed ``counts``, str or bytes)."""
-    objs = [{"size": [int(r["size"][0]), int(r["size"][1])],
-             "counts": r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]}
-            for r in rles]
-    return [int(a) for a in mask_utils.area(objs)] if objs else []

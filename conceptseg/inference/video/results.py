@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from ...ops.boxes import masks_to_boxes
-from ...ops.masks import rle_area, rle_decode, rle_encode
+from ...ops.masks import rle_decode, rle_encode
 
 __all__ = ["FrameResult", "StoredFrame", "VideoResults", "frame_result", "objects_json"]
 
@@ -93,6 +94,11 @@ def frame_result(frame_idx: int, obj_ids: list[int], scores: list[float], masks:
     return FrameResult(frame_idx, torch.tensor(obj_ids, dtype=torch.int64), masks.bool(), px,
                        torch.tensor(scores, dtype=torch.float32), xywh, frame_stats,
                        phrases=list(phrases) if phrases is not None else [None] * len(obj_ids))
+
+
+def rle_area(rles: list[dict]) -> list[int]:
+    """Pixel count of each COCO RLE dict, read without decoding (pycocotools)."""
+    return [int(a) for a in mask_utils.area(list(rles))] if len(rles) else []
 
 
 def objects_json(obj_ids, scores, boxes, rles, phrases) -> dict:
