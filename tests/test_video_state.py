@@ -297,3 +297,27 @@ def test_track_prints_the_count_it_writes(video_model, frames_dir, tmp_path, cap
     assert f"{len(first['objects'])} instance(s) on frame 0" in out
     assert json.loads((tmp_path / "m.json").read_text()) == doc
     assert all(o["phrase"] == "red square" for f in doc["frames"] for o in f["objects"])
+
+
+def _boxes_match_masks(r) -> bool:
+    for box, m in zip(r.boxes.tolist(), r.masks):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        want = [0, 0, 0, 0] if len(xs) == 0 else [xs.min().item(), ys.min().item(),
+                                                  xs.max().item() + 1, ys.max().item() + 1]
+        if box != want:
+            return False
+    return True
+
+
+def test_boxes_come_from_final_masks_after_clicks_and_propagation(test_model):
+    """Issue 17 item 5: every box of every result (prompt, clicks, propagation, stored) is the
+    box of the object's final mask; objects without pixels have zero boxes and are marked."""
+    with _session(test_model, 5) as s:
+        results = [s.add_text("thing", frame=0)]
+        results += [r for _, r in s.propagate()]
+        results.append(s.add_clicks(None, [(20, 10), (30, 30)], [1, 1], frame=2))
+        results.append(s.add_clicks(0, [(20, 5)], [0], frame=2))
+        results += [s.results()[t] for t in s.results()]
+        assert all(_boxes_match_masks(r) for r in results)
+        for r in results:
+            assert r.empty.tolist() == [not m.any() for m in r.masks]
