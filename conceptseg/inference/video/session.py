@@ -112,7 +112,8 @@ class VideoSession:
     @classmethod
     def restore(cls, model: VideoModel, video, path, **kwargs) -> "VideoSession":
         """A session on ``video`` continuing from a state written by :meth:`save_state`
-        (``kwargs``: the constructor's options, e.g. ``precision``, ``device``)."""
+        (``kwargs``: the constructor's options, e.g. ``precision``, ``device``; the association
+        config and ``keep_results`` come from the saved state)."""
         s = cls(model, video, **kwargs)
         state = load_state(path, s.device)
         if (state.num_frames, tuple(state.size)) != (s.num_frames, tuple(s.size)):
