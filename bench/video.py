@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conceptseg.build import build_video_model, load_video_model  # noqa: E402
 from conceptseg.inference.video import VideoSession  # noqa: E402
-from conceptseg.video.association import AssociationConfig  # noqa: E402
+from conceptseg.inference.video import AssociationConfig  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_small"
 
@@ -113,15 +113,15 @@ def main() -> None:
         with VideoSession(model, tmp, association=cfg) as s:
             s.add_text(args.text, frame=0)
             step_times = []
-            step = s._step
+            step = s.engine.step
 
-            def timed_step(t, reverse):  # time the per-frame work itself (yields are bursty)
+            def timed_step(state, t, reverse):  # time the per-frame work (yields are bursty)
                 t1 = time.perf_counter()
-                out = step(t, reverse)
+                out = step(state, t, reverse)
                 step_times.append(time.perf_counter() - t1)
                 return out
 
-            s._step = timed_step
+            s.engine.step = timed_step
             report = {}
             peak = rss_mb()
             t0 = time.perf_counter()

@@ -1,15 +1,17 @@
-"""Detection <-> track association (conceptseg.video.association) on hand-made masks, plus the
+"""Detection <-> track association (conceptseg.inference.video.association) on hand-made masks, plus the
 official fixture's per-frame outputs reproduced from our detector."""
 
 import pytest
 import torch
 
-from conceptseg.video.association import AssociationConfig, Associator
-from conceptseg.video.heuristics import objects_to_suppress_by_recent_occlusion
-from conceptseg.video.matching import Detections, associate, nms_keep, select_detections
-from conceptseg.video.postprocess import (
+from conceptseg.inference.video.association import AssociationConfig, Associator
+from conceptseg.inference.video.heuristics import objects_to_suppress_by_recent_occlusion
+from conceptseg.inference.video.matching import (Detections, associate, nms_keep,
+                                                 select_detections)
+from conceptseg.inference.video.postprocess import (
     OutputBuffer, apply_object_wise_non_overlap, fill_holes_in_mask_logits, finalize_frame,
-    masks_for_tracker_input, masks_to_boxes_xyxy, memory_encoder_masks)
+    masks_for_tracker_input, memory_encoder_masks)
+from conceptseg.ops.boxes import masks_to_boxes as masks_to_boxes_xyxy
 
 from .conftest import reference
 
@@ -265,7 +267,7 @@ def test_occlusion_suppression_in_step_hides_the_object():
 # ---------------------------------------------------------------- outputs
 
 
-def test_non_overlap_constraint_and_boxes_before_it():
+def test_non_overlap_constraint_and_boxes_from_final_masks():
     a = Associator(AssociationConfig())
     a.step(0, dets((0.9, A), (0.9, C)), *no_tracks())
     masks, _ = tracks(rect(2, 12, 2, 12), rect(2, 12, 6, 30))
@@ -275,8 +277,10 @@ def test_non_overlap_constraint_and_boxes_before_it():
     m0, m1 = out.masks
     assert not (m0 & m1).any()  # the overlap went to object 1 (higher tracker score)
     assert m0[:, 12:].sum() == 0 and m1[4:24, 12:24].all()
-    # boxes are computed before the constraint: object 0 keeps its full box
-    assert out.boxes_xywh[0].tolist() == pytest.approx([4 / 64, 4 / 64, 19 / 64, 19 / 64])
+    # boxes come from the final masks (issue 17): object 0's box shrinks to what it keeps
+    # (officially it kept its box from before the constraint)
+    assert out.boxes_xywh[0].tolist() == pytest.approx([4 / 64, 4 / 64, 7 / 64, 19 / 64])
+    assert out.boxes[0].tolist() == [4, 4, 12, 24]
     # scores: object-wise constraint with per-object scores; score <= 0 keeps nothing
     mm = torch.stack([A, B]) > 0
     assert apply_object_wise_non_overlap(mm, torch.tensor([0.0, 0.5]))[0].sum() == 0
@@ -287,7 +291,7 @@ def test_output_probs_and_boxes_normalised():
     a = Associator(AssociationConfig())
     plan = a.step(0, dets((0.93, rect(0, 8, 4, 12))), *no_tracks())
     out = finalize_frame(plan.record, (S, 2 * S))
-    assert out.obj_ids.dtype == torch.int64 and out.probs.tolist() == pytest.approx([0.93])
+    assert out.obj_ids.dtype == torch.int64 and out.scores.tolist() == pytest.approx([0.93])
     # x: 8..23 of 64, y: 0..7 of 32 (inclusive pixel indices, no +1)
     assert out.boxes_xywh[0].tolist() == pytest.approx([8 / 64, 0.0, 15 / 64, 7 / 32])
     assert out.masks.shape == (1, S, 2 * S)
@@ -413,7 +417,7 @@ def test_official_fixture_outputs_from_our_detector(fixture_detections):
 
     def check(ours, ref):
         assert ours.obj_ids.tolist() == ref["out_obj_ids"].tolist()
-        assert ours.probs.tolist() == pytest.approx(ref["out_probs"].tolist(), abs=1e-6)
+        assert ours.scores.tolist() == pytest.approx(ref["out_probs"].tolist(), abs=1e-6)
         assert torch.allclose(ours.boxes_xywh, ref["out_boxes_xywh"], atol=1e-6)
         assert torch.equal(ours.masks, ref["out_binary_masks"])
         assert ours.frame_stats == {k: int(v) for k, v in ref["frame_stats"].items()}
@@ -440,3 +444,20 @@ def test_official_fixture_outputs_from_our_detector(fixture_detections):
     assert released[0].obj_ids.tolist() == [0]
     for t in (1, 2, 3):
         check(released[t], case["propagate_forward"][t])
+
+
+def test_phantom_objects_emptied_by_non_overlap_have_no_box():
+    """Issue 17: an object losing every pixel to the non-overlap step kept another object's
+    box. Now its box is all zeros, it is marked empty and the JSON lists it under "empty"."""
+    a = Associator(AssociationConfig())
+    a.step(0, dets((0.9, A), (0.9, C)), *no_tracks())
+    masks, _ = tracks(rect(2, 12, 2, 12), rect(0, 14, 0, 14))  # object 1 covers object 0
+    plan = a.step(1, dets((0.9, A)), masks, torch.tensor([1.0, 2.0]))
+    out = finalize_frame(plan.record, (S, S))
+    assert out.obj_ids.tolist() == [0, 1]
+    assert out.masks[0].sum() == 0 and out.empty.tolist() == [True, False]
+    assert out.boxes[0].tolist() == [0, 0, 0, 0] and out.boxes_xywh[0].tolist() == [0, 0, 0, 0]
+    assert out.boxes[1].tolist() == [0, 0, 14, 14]
+    doc = out.to_json()
+    assert [o["id"] for o in doc["objects"]] == [1] and doc["empty"] == [0]
+    assert "tensor" not in repr(out) and len(repr(out)) < 200

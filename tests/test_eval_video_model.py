@@ -11,7 +11,8 @@ import torch
 pytest.importorskip("trackeval")
 
 from conceptseg.cli import main  # noqa: E402
-from conceptseg.inference.video_results import VideoResults, _Stored  # noqa: E402
+from conceptseg.inference.video.results import StoredFrame as _Stored  # noqa: E402
+from conceptseg.inference.video.results import VideoResults  # noqa: E402
 
 FRAMES = 4
 

@@ -266,12 +266,49 @@ def test_truncated_video_and_broken_frames(tmp_path, mp4):
     Image.fromarray(_frame(0, 8, 8)).save(folder / "0.png")
     (folder / "1.png").write_bytes(b"not a png")
     Image.fromarray(_frame(0, 9, 8)).save(folder / "2.png")
-    src = open_video(folder)
-    assert len(src) == 3
+    # issue 17: every frame's header is checked when the folder is opened, before any work
     with pytest.raises(VideoInputError, match="cannot read frame"):
-        src[1]
+        open_video(folder)
+    (folder / "1.png").unlink()
     with pytest.raises(VideoInputError, match="same size"):
-        src[2]
+        open_video(folder)
+
+
+def test_frame_folder_with_a_bad_frame_fails_before_tracking(tmp_path):
+    """Issue 17: one junk file or one frame of another size fails when the source is opened
+    (not after tracking up to it)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(_frame(i, 8, 8)).save(folder / f"{i:03d}.png")
+    assert len(open_video(folder)) == 5
+    Image.fromarray(_frame(0, 8, 10)).save(folder / "004.png")
+    with pytest.raises(VideoInputError, match="004.png is 10x8"):
+        open_video(folder)
+    Image.fromarray(_frame(0, 8, 8)).save(folder / "004.png")
+    (folder / "002.png").write_bytes(b"junk")
+    with pytest.raises(VideoInputError, match="002.png"):
+        open_video(folder)
+    with pytest.raises(VideoInputError, match="file_preprocessing"):
+        open_video(folder, file_preprocessing="pil")
+
+
+def test_source_frames_are_writable_copies(tmp_path):
+    """Issue 17: frames from source[i] feed numpy / torch consumers (ImagePredictor.set_image)
+    without a non-writable-array warning, and writing to one does not touch the cache."""
+    import warnings
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(_frame(0, 8, 8)).save(folder / "0.png")
+    src = open_video(folder)
+    f = src[0]
+    assert f.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(f)
+    f[:] = 0
+    assert src[0].any() and not src.frame(0).flags.writeable
 
 
 # ---------------------------------------------------------------- writing
@@ -316,6 +353,19 @@ def test_draw_overlay():
     out = draw_overlay(f, m, [3, 8], alpha=0.5)
     assert out.dtype == np.uint8 and out[2].sum() == 0
     assert out[0, 0].sum() > 0 and not np.array_equal(out[0, 0], out[3, 0])
+
+
+def test_video_overlays_draw_object_ids():
+    """Issue 17: video overlays name their objects."""
+    f = np.zeros((64, 80, 3), np.uint8)
+    m = np.zeros((2, 64, 80), bool)
+    m[0, 5:30, 5:30] = True
+    m[1, 40:60, 50:75] = True
+    plain = draw_overlay(f, m, [3, 8])
+    labelled = draw_overlay(f, m, [3, 8], draw_ids=True)
+    assert labelled.shape == plain.shape and labelled.dtype == np.uint8
+    diff = (labelled != plain).any(-1)
+    assert diff[5:25, 5:25].any() and diff[40:60, 50:70].any() and not diff[30:40].any()
 
 
 # recorded OpenCV 4.14 INTER_CUBIC outputs (see test_cv2_resize_emulation_matches_recorded_...)

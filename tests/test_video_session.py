@@ -13,7 +13,7 @@ from conceptseg.build import (build_video_model, load, load_video_model, save_vi
 from conceptseg.checkpoint import CheckpointError
 from conceptseg.errors import InputError
 from conceptseg.inference.video import FrameResult, VideoSession
-from conceptseg.video.association import AssociationConfig
+from conceptseg.inference.video import AssociationConfig
 
 from .conftest import reference
 
@@ -59,9 +59,9 @@ def test_official_fixture_text_prompt_and_forward_propagation(video_model, video
         for t, res in out:
             _check(res, video_case["propagate_forward"][t])
         # one tracker group per frame (objects first seen on the same frame share one)
-        assert [g.obj_ids for g in s._groups] == [[0], [1], [2], [3]]
+        assert [g.obj_ids for g in s.state.groups] == [[0], [1], [2], [3]]
         # frame 0 was re-seeded (frame 0 % 16 == 0): still a conditioning frame of group 0
-        assert 0 in s._groups[0].bank.cond
+        assert 0 in s.state.groups[0].bank.cond
         # results() keeps every released frame
         res = s.results()
         assert list(res) == [0, 1, 2, 3] and res.obj_ids == [0, 1, 2, 3]
@@ -128,8 +128,8 @@ def test_clicks_add_and_refine_objects(video_model, frames_dir):
         r = s.add_clicks(None, [(30, 40)], [1], frame=1)
         new = r.clicked_obj_id
         assert new == 4 and new in s.obj_ids
-        assert s._assoc.state.obj_id_to_score[new] == 1.0
-        g = s._groups[-1]
+        assert s.state.assoc.obj_id_to_score[new] == 1.0
+        g = s.state.groups[-1]
         assert g.obj_ids == [new] and 1 in g.bank.cond
         # refinement: clicks accumulate on (object, frame); the frame stays conditioning
         r = s.add_clicks(new, [(100, 20)], [0], frame=1)
@@ -137,7 +137,7 @@ def test_clicks_add_and_refine_objects(video_model, frames_dir):
         pts, labs = g.points[(new, 1)]
         assert pts.tolist() == [[30.0, 40.0], [100.0, 20.0]] and labs.tolist() == [1, 0]
         # refining a detector object clears its detector-added conditioning frames nearby
-        g0 = s._groups[0]
+        g0 = s.state.groups[0]
         assert g0.inputs[0] == {0: "mask"}
         s.add_clicks(0, [(64, 48)], [1], frame=2)
         assert g0.inputs[0] == {2: "points"}
@@ -156,7 +156,7 @@ def test_clicks_only_session(video_model, frames_dir):
         r = s.add_clicks(None, [(10, 10)], frame=1)
         assert r.clicked_obj_id == 1
         assert [t for t, _ in s.propagate("both")] == [1, 2, 3, 0]
-        assert s.obj_ids == [0, 1] and len(s._groups) == 2
+        assert s.obj_ids == [0, 1] and len(s.state.groups) == 2
         assert all(set(s.results()[t].obj_ids.tolist()) <= {0, 1} for t in range(4))
 
 
@@ -165,7 +165,7 @@ def test_remove_object(video_model, frames_dir):
         s.add_text("red square")
         list(s.propagate())
         s.remove_object(1)
-        assert 1 not in s.obj_ids and all(1 not in g.obj_ids for g in s._groups)
+        assert 1 not in s.obj_ids and all(1 not in g.obj_ids for g in s.state.groups)
         assert 1 not in s.results().obj_ids
         # ids are never reused
         r = s.add_clicks(None, [(20, 20)], frame=0)
@@ -174,14 +174,14 @@ def test_remove_object(video_model, frames_dir):
 
 def _two_object_session(model, frames):
     """A session whose detector always finds the same two objects (top / bottom half)."""
-    from conceptseg.video.matching import Detections
+    from conceptseg.inference.video.matching import Detections
 
     s = VideoSession(model, _write_frames(frames))
     r = model.tracker_config.low_res_size
     masks = torch.full((2, r, r), -2.5)
     masks[0, : r // 2] = 2.5
     masks[1, r // 2:] = 2.5
-    s._detect = lambda t, feats: Detections(torch.tensor([0.9, 0.9]), masks.clone(),
+    s.engine.detect = lambda state, t, feats: Detections(torch.tensor([0.9, 0.9]), masks.clone(),
                                             torch.tensor([[0, 0, 1, .5], [0, .5, 1, 1.]]))
     return s
 
@@ -194,7 +194,7 @@ def test_removing_one_object_of_a_group_slices_its_memory():
     with _two_object_session(model, frames) as s:
         s.add_text("thing")
         list(s.propagate())
-        g = s._groups[0]
+        g = s.state.groups[0]
         assert g.obj_ids == [0, 1]
         s.remove_object(0)
         assert g.obj_ids == [1]
@@ -274,12 +274,12 @@ def test_memory_stays_bounded_on_a_long_clip(tmp_path):
     tc = model.tracker_config
     w = max(tc.num_maskmem, tc.max_obj_ptrs)
     with _two_object_session(model, frames) as s:
-        s.config = s._assoc.config = cfg
+        s.state.config = cfg
         s.add_text("thing")
         sizes = []
         for t, _ in s.propagate():
-            assert len(s._feature_cache) <= 2 and len(s.source.cached_indices) <= 2
-            for g in s._groups:
+            assert len(s.engine.features) <= 2 and len(s.source.cached_indices) <= 2
+            for g in s.state.groups:
                 assert len(g.bank.non_cond) <= w + 2
                 assert len(g.bank.cond) <= tc.max_cond_frames_in_attn + w + 1
                 assert len(g.anchor) <= w + 2

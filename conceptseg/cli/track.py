@@ -4,18 +4,26 @@
 
 The text prompt is applied on ``--frame`` (default 0); propagation runs forward from there and,
 if that is not the first frame, backward too. ``--json`` gets, per frame, every object's id,
-score, pixel box and COCO RLE mask; both outputs are written atomically. Errors (unreadable
-video, bad prompt, checkpoint without tracker weights...) are one line on stderr, exit status 2.
+score, pixel box (from its final mask), COCO RLE mask and phrase under ``"objects"``, and the ids
+of tracked objects left without pixels on that frame under ``"empty"``; the overlay names each
+object by its id. Both outputs are written atomically. Errors (unreadable video or frame,
+unwritable output, bad prompt, unavailable device, checkpoint without tracker weights...) are
+one line on stderr, exit status 2, and are found before tracking starts.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..atomic import atomic_write
+from ..build import default_weights_path, load_video_model
 from ..errors import InputError
+from ..inference.prompts import validate_text
+from ..inference.video import VideoSession
+from ..runtime import check_output_path, progress, resolve_device
+from ..video.io import open_video
+from ..video.writer import draw_overlay, write_overlay_video
 
 
 def register(sub) -> None:
@@ -39,64 +47,63 @@ def register(sub) -> None:
     t.set_defaults(func=cmd_track)
 
 
-def _load_video_model(args):
-    from tqdm import tqdm
-
-    from ..build import default_weights_path, load_video_model
-
+def _load_video_model(args, device):
     path = args.checkpoint or default_weights_path()
-    with tqdm(total=1, desc=f"loading {Path(path).name}", file=sys.stderr, leave=False,
-              bar_format="{desc}: {elapsed}", disable=not sys.stderr.isatty()) as bar:
-        model = load_video_model(args.checkpoint, device=args.device)
+    with progress(total=1, desc=f"loading {Path(path).name}", leave=False,
+                  bar_format="{desc}: {elapsed}") as bar:
+        model = load_video_model(args.checkpoint, device=device)
         bar.update(1)
     return model
 
 
 def cmd_track(args) -> int:
-    from ..inference.prompts import validate_text
-    from ..video.io import open_video
-
-    # everything cheap first, before loading a (possibly multi-GB) model
+    # everything cheap first, before loading a (possibly multi-GB) model and tracking
     text = validate_text(args.text)
+    device = resolve_device(args.device)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.out and Path(args.out).suffix.lower() != ".mp4":
         raise InputError(f"--out {args.out}: the overlay is written as .mp4")
-    with open_video(args.video) as src:
+    for path, what in ((args.out, "--out"), (args.json, "--json")):
+        if path:
+            check_output_path(path, what)
+    with open_video(args.video) as src:  # checks every frame of a folder too
         n = len(src)
         if not 0 <= args.frame < n:
             raise InputError(f"--frame {args.frame} is out of range: the video has {n} frames")
-    model = _load_video_model(args)
+    model = _load_video_model(args, device)
     run_track(model, args.video, text, frame=args.frame, max_frames=args.max_frames,
               out=args.out, json_path=args.json, precision=args.precision,
-              file_preprocessing=args.file_preprocessing)
+              file_preprocessing=args.file_preprocessing, device=device)
     return 0
 
 
 def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None = None,
               out=None, json_path=None, precision: str = "fp32",
-              file_preprocessing: str = "cv2") -> dict:
+              file_preprocessing: str = "cv2", device=None) -> dict:
     """Track ``text`` in ``video`` with a loaded video model; write the overlay mp4 and / or the
-    masklet JSON (atomically). Returns the JSON document (ids, per-frame RLE masks)."""
-    from tqdm import tqdm
-
-    from ..inference.video import VideoSession
-    from ..video.writer import draw_overlay, write_overlay_video
-
-    with VideoSession(model, video, precision=precision,
-                      file_preprocessing=file_preprocessing) as session:
+    masklet JSON (atomically). Returns the JSON document (ids, per-frame RLE masks; objects
+    emptied by the non-overlap step are listed per frame under ``"empty"``)."""
+    for path, what in ((out, "--out"), (json_path, "--json")):
+        if path:
+            check_output_path(path, what)
+    with VideoSession(model, video, precision=precision, file_preprocessing=file_preprocessing,
+                      device=device) as session:
         n = len(session.source)
         first = session.add_text(text, frame=frame)
         direction = "both" if frame > 0 else "forward"
         forward = n - frame if max_frames is None else min(max_frames, n - frame)
         backward = 0 if frame == 0 else (frame if max_frames is None else min(max_frames, frame))
-        with tqdm(total=forward + backward, desc="tracking", unit="frame", file=sys.stderr,
-                  disable=None) as bar:
+        with progress(total=forward + backward, desc="tracking", unit="frame") as bar:
             for _ in session.propagate(direction, start=frame, max_frames=max_frames):
                 bar.update(1)
         results = session.results()
         ids = results.obj_ids
-        print(f"{text!r}: {len(first)} instance(s) on frame {frame}; {len(ids)} object(s) "
+        # what is written: the prompted frame as released by the propagation (the hotstart may
+        # have removed objects the prompt found), counting objects with pixels only
+        shown = results[frame] if frame in results else first
+        count = int((~shown.empty).sum())
+        print(f"{text!r}: {count} instance(s) on frame {frame}; {len(ids)} object(s) "
               f"tracked over {len(results)} frame(s)" + (f", ids {ids}" if ids else ""))
         doc = {"video": str(video), "text": text, "prompt_frame": frame,
                "num_frames": n, "fps": session.source.fps, **results.to_json()}
@@ -106,11 +113,11 @@ def run_track(model, video, text: str, *, frame: int = 0, max_frames: int | None
         if out:
             def frames():
                 for t in range(n):
-                    img = session.source[t]
+                    img = session.source.frame(t)
                     if t in results:
                         r = results[t]
                         if len(r):
-                            img = draw_overlay(img, r.masks, r.obj_ids.tolist())
+                            img = draw_overlay(img, r.masks, r.obj_ids.tolist(), draw_ids=True)
                     yield img
 
             _write(out, None, lambda: write_overlay_video(out, frames(), session.source.fps))

@@ -47,6 +47,7 @@ class FrameMemory:
     maskmem_pos: Tensor | None = None  # B x mem_dim x g x g its sine position encoding
     iou_score: Tensor | None = None  # B predicted IoU of the output mask
     eff_iou_score: float | None = None  # memory-selection score; None: never selectable
+    pred_masks: Tensor | None = None  # B x 1 x r x r low-res output logits (video sessions)
 
 
 def memory_score(object_score_logits: Tensor, iou_score: Tensor) -> float:

@@ -1,6 +1,6 @@
-"""Video: lazy frame reading (``io``, ``source``, ``file_source``), the official preprocessing
-(``preprocess``), overlay writing (``writer``) and the detection <-> track association of SAM 3
-video inference (``association``, with ``matching``, ``heuristics`` and ``postprocess``)."""
+"""Video I/O: lazy frame reading (``io``, ``source``, ``file_source``), the official
+preprocessing (``preprocess``) and overlay writing (``writer``). Video inference (sessions and
+the detection <-> track association) lives in :mod:`conceptseg.inference.video`."""
 
 from ..errors import VideoInputError
 from .io import open_video

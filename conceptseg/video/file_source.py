@@ -23,7 +23,7 @@ __all__ = ["VideoFileSource"]
 
 def _import_av():
     try:
-        import av  # noqa: F401
+        import av  # noqa: F401  (optional: the [video] extra)
     except ImportError:  # pragma: no cover - depends on the environment
         raise VideoInputError("reading video files needs PyAV: pip install 'conceptseg[video]' "
                               "(or pip install av), or pass a folder of frames") from None

@@ -96,7 +96,8 @@ def open_video(path: PathLike, *, fps: Optional[float] = None, cache_size: int =
         or corrupt file, no frames.
     """
     if file_preprocessing not in ("cv2", "torchcodec"):
-        raise ValueError(f"file_preprocessing must be 'cv2' or 'torchcodec', got {file_preprocessing!r}")
+        raise VideoInputError(f"file_preprocessing must be 'cv2' or 'torchcodec', got "
+                              f"{file_preprocessing!r}")
     p = Path(path)
     if not p.exists():
         raise VideoInputError(f"video not found: {p}")

@@ -25,7 +25,8 @@ class VideoSource:
 
     Attributes: ``path``, ``kind`` (``"frames"``, ``"image"`` or ``"file"``), ``fps`` (float),
     ``height``, ``width``; ``size`` is ``(height, width)`` (torch order, not PIL's).
-    ``len(source)`` is the number of frames; ``source[i]`` accepts negative indices.
+    ``len(source)`` is the number of frames; ``source[i]`` accepts negative indices and returns
+    a writable array of the caller's own (the decoded-frame cache keeps read-only ones).
     """
 
     kind: str = ""
@@ -33,7 +34,7 @@ class VideoSource:
     def __init__(self, path: Path, fps: float, height: int, width: int, num_frames: int,
                  cache_size: int, preprocessing: str):
         if cache_size < 1:
-            raise ValueError("cache_size must be >= 1")
+            raise VideoInputError(f"cache_size must be >= 1, got {cache_size}")
         self.path = path
         self.fps = float(fps)
         self.height = int(height)
@@ -68,6 +69,11 @@ class VideoSource:
         return i
 
     def __getitem__(self, index) -> np.ndarray:
+        return self.frame(index).copy()
+
+    def frame(self, index) -> np.ndarray:
+        """Frame ``index`` as the cached, read-only array (no copy; for readers that do not
+        keep or modify it)."""
         i = self._check_index(index)
         hit = self._cache.get(i)
         if hit is not None:
@@ -101,7 +107,7 @@ class VideoSource:
         """Frame ``index`` preprocessed as the official loader does for this kind of source
         (see :mod:`conceptseg.video.preprocess`): ``(3, S, S)`` float16 (float32 for
         ``"cv2"``)."""
-        return _PREPROCESS[self.preprocessing](self[index], image_size)
+        return _PREPROCESS[self.preprocessing](self.frame(index), image_size)
 
     def preprocess_all(self, image_size: int, indices: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Stack of preprocessed frames ``(T, 3, S, S)`` (``T * 3 * S * S`` values: use
@@ -151,6 +157,12 @@ class FrameFolderSource(VideoSource):
         self.kind = kind
         self.files = list(files)
         h, w = _image_size(self.files[0])
+        for f in self.files[1:]:  # headers only: a bad frame fails now, not after tracking
+            fh, fw = _image_size(f)
+            if (fh, fw) != (h, w):
+                raise VideoInputError(
+                    f"frame {f.name} is {fw}x{fh}, but the first frame of {path.name} is "
+                    f"{w}x{h}; all frames must have the same size")
         super().__init__(path, fps, h, w, len(self.files), cache_size, "folder")
 
     def _load(self, i: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write
 from ..errors import VideoInputError
@@ -38,9 +39,10 @@ def _palette(obj_id: int) -> np.ndarray:
 
 
 def draw_overlay(frame: np.ndarray, masks, obj_ids: Optional[Sequence[int]] = None,
-                 alpha: float = 0.5) -> np.ndarray:
+                 alpha: float = 0.5, draw_ids: bool = False) -> np.ndarray:
     """Blend binary ``masks`` (``N x H x W``) onto an ``H x W x 3`` uint8 frame, one colour per
-    object id (``obj_ids``, default ``0..N-1``)."""
+    object id (``obj_ids``, default ``0..N-1``); ``draw_ids`` writes each object's id at the
+    top-left corner of its mask (empty masks get nothing)."""
     frame = _as_uint8_rgb(frame)
     m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     m = m.astype(bool)
@@ -51,7 +53,29 @@ def draw_overlay(frame: np.ndarray, masks, obj_ids: Optional[Sequence[int]] = No
     for k, mk in enumerate(m):
         if mk.any():
             out[mk] = (1 - alpha) * out[mk] + alpha * _palette(ids[k])
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return _draw_ids(out, m, ids) if draw_ids else out
+
+
+def _draw_ids(frame: np.ndarray, masks: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """Each object's id on a dark box at its mask's top-left corner, font scaled to the frame."""
+    img = Image.fromarray(frame)
+    draw = ImageDraw.Draw(img)
+    size = max(10, min(frame.shape[:2]) // 24)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        font = ImageFont.load_default()
+    for k, mk in enumerate(masks):
+        ys, xs = np.nonzero(mk)
+        if len(xs) == 0:
+            continue
+        x, y = int(xs.min()), int(ys.min())
+        text = str(ids[k])
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+        draw.rectangle((x0 - 1, y0 - 1, x1 + 1, y1 + 1), fill=(0, 0, 0))
+        draw.text((x, y), text, fill=tuple(int(c) for c in _palette(ids[k])), font=font)
+    return np.asarray(img).copy()
 
 
 def write_overlay_video(path: PathLike, frames: Iterable[np.ndarray], fps: float, *,

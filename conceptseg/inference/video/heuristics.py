@@ -1,6 +1,6 @@
 """Temporal heuristics of SAM 3 video inference (``apply_temporal_disambiguation``).
 
-Steps 6 to 8 of :mod:`conceptseg.video.association`: the hotstart (keep-alive counters and
+Steps 6 to 8 of :mod:`.association`: the hotstart (keep-alive counters and
 removal of young masklets that stay unmatched or duplicate an earlier one,
 :func:`process_hotstart`), the reconditioning decisions (:func:`reconditioning_decisions`) and
 the occlusion-based overlap suppression (:func:`suppress_by_recent_occlusion`).
@@ -11,16 +11,16 @@ in reverse), ties to the earlier one in track order.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor
 
-from .matching import AssociationResult, Detections, mask_iou
-from .postprocess import NO_OBJ_LOGIT, _diag_box_iou, masks_to_boxes_xyxy
-
-if TYPE_CHECKING:  # pragma: no cover - annotations only (association imports this module)
-    from .association import AssociationConfig, AssociationState
+from ...ops.boxes import box_iou, masks_to_boxes
+from ...ops.masks import mask_iou
+from .association_state import AssociationConfig, AssociationState
+from .matching import AssociationResult, Detections
+from .postprocess import NO_OBJ_LOGIT
 
 __all__ = ["process_hotstart", "reconditioning_decisions",
            "objects_to_suppress_by_recent_occlusion", "suppress_by_recent_occlusion",
@@ -129,9 +129,9 @@ def reconditioning_decisions(cfg: AssociationConfig, frame_idx: int, assoc: Asso
             mask = trk[prev_ids.index(obj_id)] > 0
             if not mask.any():
                 continue
-            x0, y0, x1, y1 = masks_to_boxes_xyxy(mask[None])[0].tolist()
+            x0, y0, x1, y1 = masks_to_boxes(mask[None])[0].tolist()
             tbox = torch.tensor([[x0 / w, y0 / h, x1 / w, y1 / h]], dtype=torch.float32)
-            iou = _diag_box_iou(det.boxes_xyxy[d:d + 1].float().cpu(), tbox)[0]
+            iou = box_iou(det.boxes_xyxy[d:d + 1].float().cpu(), tbox)[0][0, 0]
             if bool(iou < cfg.reconstruction_bbox_iou_thresh) and \
                     bool(det.scores[d] >= cfg.reconstruction_bbox_det_score):
                 bbox_trigger = True

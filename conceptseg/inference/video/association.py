@@ -46,10 +46,9 @@ Per-frame order of operations (official defaults in :class:`AssociationConfig`)
     by the (off by default) box-IoU reconditioning: the raw detection mask).
 
 Outputs are held back by the hotstart delay and released by :class:`OutputBuffer` (see
-:mod:`conceptseg.video.postprocess`).  The pieces live in their own modules, all re-exported
-here: :mod:`~conceptseg.video.matching` (detections, matching), :mod:`~conceptseg.video.heuristics`
-(hotstart, reconditioning, occlusion suppression) and :mod:`~conceptseg.video.postprocess`
-(mask operations, outputs).
+:mod:`.postprocess`).  The pieces live in their own modules: :mod:`.association_state`
+(configuration and state), :mod:`.matching` (detections, matching), :mod:`.heuristics` (hotstart,
+reconditioning, occlusion suppression) and :mod:`.postprocess` (mask operations, outputs).
 
 Why the official fixture outputs one object per frame (``official_small/video_case.pt``)
 ----------------------------------------------------------------------------------------
@@ -89,121 +88,19 @@ Not implemented (all off in the default build): Hungarian one-to-one matching
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .heuristics import (ALWAYS_OCCLUDED, NEVER_OCCLUDED, objects_to_suppress_by_recent_occlusion,
-                         process_hotstart, reconditioning_decisions, suppress_by_recent_occlusion)
-from .matching import (AssociationResult, Detections, _argsort_desc, associate, mask_iou, nms_keep,
-                       select_detections)
-from .postprocess import (NO_OBJ_LOGIT, FrameOutput, FrameRecord, OutputBuffer,
-                          apply_object_wise_non_overlap, apply_pixelwise_non_overlap,
-                          fill_holes_in_mask_logits, finalize_frame, masks_for_tracker_input,
-                          masks_to_boxes_xyxy, memory_encoder_masks)
+from .association_state import REMOVED_SCORE, AssociationConfig, AssociationState
+from .heuristics import process_hotstart, reconditioning_decisions, suppress_by_recent_occlusion
+from .matching import AssociationResult, Detections, argsort_desc, associate
+from .postprocess import FrameRecord, fill_holes_in_mask_logits
 
-__all__ = [
-    "AssociationConfig", "AssociationState", "Detections", "AssociationResult", "FramePlan",
-    "FrameRecord", "FrameOutput", "Associator", "OutputBuffer", "select_detections", "nms_keep",
-    "mask_iou", "associate", "fill_holes_in_mask_logits", "process_hotstart",
-    "objects_to_suppress_by_recent_occlusion", "suppress_by_recent_occlusion",
-    "memory_encoder_masks", "masks_for_tracker_input", "apply_pixelwise_non_overlap",
-    "apply_object_wise_non_overlap", "masks_to_boxes_xyxy", "finalize_frame",
-    "NEVER_OCCLUDED", "ALWAYS_OCCLUDED", "NO_OBJ_LOGIT", "REMOVED_SCORE",
-]
-
-REMOVED_SCORE = -1e4
-_UNLIMITED_OBJECTS = 10000  # the official value used when max_num_objects <= 0
-
-
-# --------------------------------------------------------------------------------------------
-# configuration and state
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AssociationConfig:
-    """Every threshold of the association, with the official defaults of
-    ``build_sam3_video_model(apply_temporal_disambiguation=True)``."""
-
-    # detections
-    score_threshold_detection: float = 0.5  # keep prob > this (also the NMS prefilter)
-    det_nms_thresh: float = 0.1  # mask NMS drops IoU > this; <= 0 disables NMS
-    # matching
-    assoc_iou_thresh: float = 0.1  # a detection matches a track at IoU >= this
-    trk_assoc_iou_thresh: float = 0.5  # a track counts as matched at IoU >= this
-    new_det_thresh: float = 0.7  # unmatched detection with score >= this starts a new object
-    max_num_objects: int = -1  # <= 0: unlimited (official: 10000)
-    suppress_det_close_to_boundary: bool = False
-    boundary_margin: float = 0.025
-    # hotstart
-    hotstart_delay: int = 15
-    hotstart_unmatch_thresh: int = 8
-    hotstart_dup_thresh: int = 8
-    suppress_unmatched_only_within_hotstart: bool = True
-    init_trk_keep_alive: int = 30
-    max_trk_keep_alive: int = 30
-    min_trk_keep_alive: int = -1
-    decrease_trk_keep_alive_for_empty_masklets: bool = False
-    # occlusion-based overlap suppression (<= 0 disables)
-    suppress_overlapping_based_on_recent_occlusion_threshold: float = 0.7
-    # masks
-    fill_hole_area: int = 16
-    # reconditioning
-    recondition_every_nth_frame: int = 16  # <= 0 disables the periodic reconditioning
-    recondition_det_score_thresh: float = 0.8  # official HIGH_CONF_THRESH
-    recondition_iou_thresh: float = 0.8  # official HIGH_IOU_THRESH
-    recondition_obj_score_logit_thresh: float = 0.8  # tracker object-score *logit* must exceed
-    reconstruction_bbox_iou_thresh: float = 0.0  # > 0 enables box-IoU reconditioning
-    reconstruction_bbox_det_score: float = 0.0
-    # memory encoding
-    memory_shrink_threshold: float = 0.3
-
-    def __post_init__(self):
-        if self.hotstart_delay > 0:
-            if self.hotstart_unmatch_thresh > self.hotstart_delay:
-                raise ValueError("hotstart_unmatch_thresh must be <= hotstart_delay")
-            if self.hotstart_dup_thresh > self.hotstart_delay:
-                raise ValueError("hotstart_dup_thresh must be <= hotstart_delay")
-
-    @property
-    def object_limit(self) -> int:
-        return self.max_num_objects if self.max_num_objects > 0 else _UNLIMITED_OBJECTS
-
-    @classmethod
-    def official(cls, **overrides) -> "AssociationConfig":
-        """``build_sam3_video_model(apply_temporal_disambiguation=True)`` (the default)."""
-        return replace(cls(), **overrides)
-
-    @classmethod
-    def without_heuristics(cls, **overrides) -> "AssociationConfig":
-        """``build_sam3_video_model(apply_temporal_disambiguation=False)``: no hotstart, no
-        reconditioning (occlusion suppression and hole filling stay on)."""
-        return replace(cls(), hotstart_delay=0, hotstart_unmatch_thresh=0, hotstart_dup_thresh=0,
-                       recondition_every_nth_frame=0, **overrides)
-
-
-@dataclass
-class AssociationState:
-    """Everything the association remembers between frames (official ``tracker_metadata`` and
-    its ``rank0_metadata``, minus the multi-GPU fields and the per-frame score history)."""
-
-    obj_ids: List[int] = field(default_factory=list)  # tracked ids, in tracker order
-    max_obj_id: int = -1
-    obj_id_to_score: Dict[int, float] = field(default_factory=dict)  # det score at creation
-    obj_id_to_last_occluded: Dict[int, int] = field(default_factory=dict)
-    obj_first_frame_idx: Dict[int, int] = field(default_factory=dict)
-    unmatched_frame_inds: Dict[int, List[int]] = field(default_factory=dict)
-    trk_keep_alive: Dict[int, int] = field(default_factory=dict)
-    overlap_pair_to_frame_inds: Dict[Tuple[int, int], List[int]] = field(default_factory=dict)
-    removed_obj_ids: Set[int] = field(default_factory=set)
-    suppressed_obj_ids: Dict[int, Set[int]] = field(default_factory=dict)  # frame -> ids
-
-    @property
-    def num_objects(self) -> int:
-        return len(self.obj_ids)
+__all__ = ["AssociationConfig", "AssociationState", "FramePlan", "Associator", "REMOVED_SCORE"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +194,7 @@ class Associator:
                 new_inds = np.zeros(0, dtype=np.int64)
             elif n_keep < len(new_inds):
                 scores = det.scores.float().cpu().numpy()[new_inds]
-                new_inds = new_inds[_argsort_desc(scores)[:n_keep]]
+                new_inds = new_inds[argsort_desc(scores)[:n_keep]]
         new_ids = [st.max_obj_id + 1 + i for i in range(len(new_inds))]
 
         # hotstart

@@ -1,87 +1,80 @@
-"""The per-frame engine of a :class:`~conceptseg.inference.video.VideoSession` (the official
-``Sam3VideoBase._det_track_one_frame`` with one process): frame features (the ViT trunk once,
-both necks, a small cache), the detection step, tracker propagation of every group,
-association, then re-seeding, memory updates, new objects and removals in the official order.
-See the module docstring of :mod:`conceptseg.inference.video`."""
+"""The per-frame engine of a video session (the official ``Sam3VideoBase._det_track_one_frame``
+with one process): :meth:`VideoEngine.step` takes a :class:`~.state.SessionState` and a frame
+index, runs the detection step, tracker propagation of every group and the association, then
+re-seeding, memory updates, new objects and removals in the official order. It **mutates the
+state in place** and returns the frame's :class:`~.association.FramePlan` (whose ``record`` is
+released later as a :class:`~.results.FrameResult`).
+
+The engine holds what a state must not: the model, the opened video and caches (features,
+detections). One engine can run several states of the same video one after the other.
+See the module docstring of :mod:`conceptseg.inference.video.session` for the whole picture.
+"""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.detector import ImageFeatures, TextFeatures
-from ..ops.boxes import inverse_sigmoid
-from ..tracker.bank import FrameMemory, memory_score
-from ..tracker.tracker import NO_OBJ_SCORE, TrackerFeatures, non_overlap
-from ..video.matching import Detections, select_detections
-from ..video.postprocess import masks_for_tracker_input, memory_encoder_masks
-from ..video.preprocess import to_model_input
-from .video_groups import _Group, _pred_masks
+from ...model.detector import ImageFeatures
+from ...model.video_model import VideoModel
+from ...ops.boxes import inverse_sigmoid
+from ...tracker.bank import FrameMemory, MemoryBank, memory_score
+from ...tracker.tracker import NO_OBJ_SCORE, TrackerFeatures, non_overlap
+from ...video.source import VideoSource
+from .association import Associator, FramePlan
+from .features import FeatureCache
+from .groups import drop_from_groups
+from .matching import Detections, select_detections
+from .postprocess import masks_for_tracker_input, memory_encoder_masks
+from .state import Group, SessionState
 
-__all__ = ["FrameEngine"]
+__all__ = ["VideoEngine"]
 
 
-class FrameEngine:
-    """VideoSession mixin: features, detection and :meth:`_step` (one frame)."""
+class VideoEngine:
+    """Model + video + caches; runs frames of a :class:`SessionState` (mutating it)."""
 
-    # -- features -------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def __init__(self, model: VideoModel, source: VideoSource, device: torch.device,
+                 precision: str = "fp32", feature_cache: int = 2):
+        self.model = model
+        self.tracker = model.tracker
+        self.tcfg = model.tracker_config
+        self.device = device
+        self.source = source
+        self.size = source.size  # (H, W)
+        self.features = FeatureCache(model, source, device, precision, feature_cache)
+        self._det_cache: tuple[tuple, Detections] | None = None
 
-    def _features(self, t: int) -> tuple[ImageFeatures, TrackerFeatures]:
-        hit = self._feature_cache.get(t)
-        if hit is not None:
-            self._feature_cache.move_to_end(t)
-            return hit
-        x = to_model_input(self.source.preprocess(t, self.model.config.vision.image_size))
-        x = x[None].to(self.device)
-        with self._autocast():
-            trunk = self.model.trunk(x)
-            det = self.model.detector_features(trunk)
-        det = ImageFeatures([v.float() for v in det.levels], [p.float() for p in det.pos])
-        trk = self.model.tracker_features(trunk.float())
-        self._feature_cache[t] = (det, trk)
-        while len(self._feature_cache) > self._feature_cache_size:
-            self._feature_cache.popitem(last=False)
-        return det, trk
+    def clear_caches(self) -> None:
+        self.features.clear()
+        self._det_cache = None
 
-    def _text_features(self) -> TextFeatures:
-        text = self._text if self._text is not None else "visual"
-        tf = self._text_cache.get(text)
-        if tf is None:
-            tokens = self.tokenizer([text]).to(self.device)
-            with self._autocast():
-                tf = self.model.detector.encode_text(tokens)
-            tf = TextFeatures(tf.feats.float(), tf.padding, tf.embeds.float())
-            self._text_cache = {text: tf}  # only the current prompt, as officially
-        return tf
+    def new_bank(self, state: SessionState, reverse: bool) -> MemoryBank:
+        return self.tracker.new_bank(state.num_frames, reverse)
 
     # -- detection ------------------------------------------------------------------------------
-    def _detection_allowed(self, t: int) -> bool:
-        return self._text is not None or t in self._exemplars
-
-    def _detect(self, t: int, det_feats: ImageFeatures) -> Detections:
-        key = (t, self._prompt_version)
+    def detect(self, state: SessionState, t: int, det_feats: ImageFeatures) -> Detections:
+        """The kept detections of frame t under the state's concept prompt (the last one is
+        cached, keyed by everything it depends on)."""
+        ex = state.exemplars.get(t)
+        key = (t, state.text, state.config,
+               None if ex is None else (tuple(ex[0].flatten().tolist()), tuple(ex[1].tolist())))
         if self._det_cache is not None and self._det_cache[0] == key:
             return self._det_cache[1]
-        tf = self._text_features()
+        tf = self.features.text(state.text)
         boxes = labels = None
-        if t in self._exemplars:
-            b, lab = self._exemplars[t]
+        if t in state.exemplars:
+            b, lab = state.exemplars[t]
             boxes, labels = b[None].to(self.device), lab[None].to(self.device)
-        with self._autocast():
+        with self.features.autocast():
             out = self.model.detector.forward_grounding(det_feats, tf, boxes, labels)
         # the video detector folds presence into the query logits (clamped to +-10)
         joint = out["pred_logits"].float().sigmoid() * \
             out["presence_logit_dec"].float().sigmoid().unsqueeze(2)
         probs = inverse_sigmoid(joint).clamp(-10.0, 10.0)[0, :, 0].sigmoid()
         dets = select_detections(probs, out["pred_masks"][0].float(),
-                                 out["pred_boxes_xyxy"][0].float(), self.config)
+                                 out["pred_boxes_xyxy"][0].float(), state.config)
         self._det_cache = (key, dets)
         return dets
 
@@ -92,13 +85,13 @@ class FrameEngine:
                           torch.zeros(0, 4, device=dev))
 
     # -- tracker helpers ------------------------------------------------------------------------
-    def _video_res(self, mask: Tensor) -> Tensor:
+    def video_res(self, mask: Tensor) -> Tensor:
         """A tracker-input mask (S x S bool) -> the video-resolution mask that the official
         ``add_new_mask`` keeps (bilinear, antialiased, > 0.5): 1 x 1 x H x W bool."""
         return F.interpolate(mask[None, None].float(), size=self.size, mode="bilinear",
                              align_corners=False, antialias=True) > 0.5
 
-    def _consolidate(self, vres: Tensor) -> Tensor:
+    def consolidate(self, vres: Tensor) -> Tensor:
         """Video-resolution +-1024 masks (K x 1 x H x W bool) -> low-res logits K x 1 x r x r
         (antialiased, as the official consolidation of mask inputs)."""
         r = self.tcfg.low_res_size
@@ -106,7 +99,7 @@ class FrameEngine:
         return F.interpolate(logits, size=(r, r), mode="bilinear", align_corners=False,
                              antialias=True)
 
-    def _encode_cond_memory(self, feats: TrackerFeatures, mem: FrameMemory, low: Tensor) -> None:
+    def encode_cond_memory(self, feats: TrackerFeatures, mem: FrameMemory, low: Tensor) -> None:
         """Conditioning-frame memory from consolidated low-res masks: upsampled to the image
         size, pixel-wise non-overlap within the group, binarised."""
         high = non_overlap(self.tracker.upsample_masks(low))
@@ -114,27 +107,28 @@ class FrameEngine:
                                                   mem.object_score_logits, True)
         self.tracker.attach_memory(mem, maskmem, pos)
 
-    def _masks_as_inputs(self, feats: TrackerFeatures, masks: Tensor):
+    def masks_as_inputs(self, feats: TrackerFeatures, masks: Tensor):
         """Official ``add_new_mask`` for several objects of one group on one frame, in order:
         masks K x S x S bool -> (SAM outputs, video-resolution masks with later objects
         winning overlaps)."""
         outs, vres = [], []
         for k in range(masks.shape[0]):
             outs.append(self.tracker.mask_as_output(feats, masks[k][None, None].float()))
-            v = self._video_res(masks[k])
+            v = self.video_res(masks[k])
             vres = [p & ~v for p in vres]
             vres.append(v)
         return outs, vres
 
     # -- one frame ------------------------------------------------------------------------------
-    def _propagate_groups(self, t: int, feats: TrackerFeatures) -> tuple[Tensor, Tensor]:
+    def _propagate_groups(self, state: SessionState, t: int,
+                          feats: TrackerFeatures) -> tuple[Tensor, Tensor]:
         r = self.tcfg.low_res_size
         masks, scores = [], []
-        for g in self._groups:
+        for g in state.groups:
             mem = g.bank.cond.get(t)
-            if mem is not None and _pred_masks(mem) is not None:
+            if mem is not None and mem.pred_masks is not None:
                 # a frame with inputs: its consolidated output, no tracking
-                masks.append(_pred_masks(mem)[:, 0].float())
+                masks.append(mem.pred_masks[:, 0].float())
                 scores.append(mem.object_score_logits[:, 0].float())
                 continue
             out = self.tracker.track(feats.expand(len(g.obj_ids)), g.bank, t, encode=False)
@@ -145,21 +139,21 @@ class FrameEngine:
             return torch.zeros(0, r, r, device=self.device), torch.zeros(0, device=self.device)
         return torch.cat(masks), torch.cat(scores)
 
-    def _recondition(self, t: int, plan, feats: TrackerFeatures) -> None:
+    def _recondition(self, state: SessionState, t: int, plan, feats: TrackerFeatures) -> None:
         """Re-seed tracks with high-confidence detection masks (official
         ``_recondition_masklets`` + consolidation). The binarised memory the official code
         encodes here is always overwritten by :meth:`_update_memories`, so it is skipped."""
         if not plan.recondition:
             return
         s = self.tcfg.input_mask_size
-        for g in list(self._groups):
+        for g in list(state.groups):
             todo = [(o, d) for o, d in plan.recondition.items() if o in g.obj_ids]
             if not todo:
                 continue
             tracked = g.frame_memory(t)
             masks = masks_for_tracker_input(plan.detections.masks[[d for _, d in todo]], s)
-            outs, vres = self._masks_as_inputs(feats, masks)
-            low_new = self._consolidate(torch.cat(vres))
+            outs, vres = self.masks_as_inputs(feats, masks)
+            low_new = self.consolidate(torch.cat(vres))
             new = {o: (outs[k], low_new[k:k + 1]) for k, (o, _) in enumerate(todo)}
             ptr, osl, iou, low = [], [], [], []
             for j, o in enumerate(g.obj_ids):
@@ -173,14 +167,14 @@ class FrameEngine:
                     ptr.append(tracked.obj_ptr[j:j + 1])
                     osl.append(tracked.object_score_logits[j:j + 1])
                     iou.append(tracked.iou_score.reshape(-1)[j:j + 1])
-                    low.append(_pred_masks(tracked)[j:j + 1].float())
+                    low.append(tracked.pred_masks[j:j + 1].float())
             mem = FrameMemory(torch.cat(ptr), torch.cat(osl), iou_score=torch.cat(iou))
             mem.pred_masks = torch.cat(low)
             g.bank.add(t, mem, cond=True)
             for o, _ in todo:
                 g.inputs.setdefault(o, {})[t] = "mask"
 
-    def _update_memories(self, t: int, plan, feats: TrackerFeatures) -> None:
+    def _update_memories(self, state: SessionState, t: int, plan, feats: TrackerFeatures) -> None:
         """Official ``_tracker_update_memories``: every group's memory of this frame from the
         processed track masks (sigmoid path)."""
         trk = plan.track_mask_logits
@@ -188,9 +182,9 @@ class FrameEngine:
             return
         size = self.tcfg.mask_interpol_size
         high, obj = memory_encoder_masks(trk.float(), (size, size),
-                                         self.config.memory_shrink_threshold)
+                                         state.config.memory_shrink_threshold)
         i = 0
-        for g in self._groups:
+        for g in state.groups:
             n = len(g.obj_ids)
             mem = g.frame_memory(t)
             if mem is not None:
@@ -199,35 +193,38 @@ class FrameEngine:
                 self.tracker.attach_memory(mem, maskmem, pos)
             i += n
 
-    def _add_new_objects(self, t: int, plan, feats: TrackerFeatures, reverse: bool) -> None:
+    def _add_new_objects(self, state: SessionState, t: int, plan, feats: TrackerFeatures,
+                         reverse: bool) -> None:
         """Objects first seen on this frame: one new group, conditioned on their detection
         masks (official ``_tracker_add_new_objects``)."""
         ids = list(plan.new_obj_ids)
         if not ids:
             return
         masks = masks_for_tracker_input(plan.new_obj_mask_logits, self.tcfg.input_mask_size)
-        outs, vres = self._masks_as_inputs(feats, masks)
-        low = self._consolidate(torch.cat(vres))
+        outs, vres = self.masks_as_inputs(feats, masks)
+        low = self.consolidate(torch.cat(vres))
         osl = torch.cat([o.object_score_logits for o in outs])
         iou = torch.cat([o.iou_score.reshape(-1) for o in outs])
         mem = FrameMemory(torch.cat([o.obj_ptr for o in outs]), osl, iou_score=iou,
                           eff_iou_score=memory_score(osl, iou))
         mem.pred_masks = low
-        self._encode_cond_memory(feats, mem, low)
-        g = _Group(list(ids), self._new_bank(reverse), {o: {t: "mask"} for o in ids})
+        self.encode_cond_memory(feats, mem, low)
+        g = Group(list(ids), self.new_bank(state, reverse), {o: {t: "mask"} for o in ids})
         g.bank.add(t, mem, cond=True)
-        self._groups.append(g)
+        state.groups.append(g)
 
-    def _step(self, t: int, reverse: bool):
-        det_feats, feats = self._features(t)
-        dets = (self._detect(t, det_feats) if self._detection_allowed(t)
-                else self._empty_detections())
-        masks, scores = self._propagate_groups(t, feats)
-        plan = self._assoc.step(t, dets, masks, scores, reverse=reverse,
-                                is_image_only=self.source.is_image)
-        self._recondition(t, plan, feats)
-        self._update_memories(t, plan, feats)
-        self._add_new_objects(t, plan, feats, reverse)
+    # -- one frame ------------------------------------------------------------------------------
+    def step(self, state: SessionState, t: int, reverse: bool) -> FramePlan:
+        """Frame t of a pass in direction ``reverse``: mutates ``state``, returns the plan."""
+        det_feats, feats = self.features.frame(t)
+        allowed = state.text is not None or t in state.exemplars
+        dets = self.detect(state, t, det_feats) if allowed else self._empty_detections()
+        masks, scores = self._propagate_groups(state, t, feats)
+        plan = Associator(state.config, state.assoc).step(t, dets, masks, scores, reverse=reverse,
+                                                          is_image_only=state.is_image)
+        self._recondition(state, t, plan, feats)
+        self._update_memories(state, t, plan, feats)
+        self._add_new_objects(state, t, plan, feats, reverse)
         for obj_id in sorted(plan.removed_obj_ids):
-            self._drop_from_groups(obj_id)
+            drop_from_groups(state, obj_id)
         return plan

@@ -2,8 +2,8 @@
 
 Mask operations on low-res logits (hole filling, bilinear resizing, boxes, the pixel-wise and
 object-wise non-overlap constraints, the memory-encoder inputs), the :class:`FrameRecord`
-that :meth:`~conceptseg.video.association.Associator.step` produces for every frame, and its
-release as a :class:`FrameOutput` (official ``_postprocess_output``).
+that :meth:`.association.Associator.step` produces for every frame, and its
+release as a :class:`~.results.FrameResult` (official ``_postprocess_output``).
 
 Outputs and the hotstart delay (:class:`OutputBuffer`, :func:`finalize_frame`)
 ------------------------------------------------------------------------------
@@ -15,12 +15,14 @@ hidden, even on older frames where they were still tracked (that is the point of
 as are ids suppressed by keep-alive on that frame.  Then per frame: objects sorted by id;
 masks bilinearly upsampled to the video size and binarised (> 0); objects with an empty mask
 or hidden are dropped; boxes (xyxy from the masks, inclusive pixel indices, no +1) -> xywh
-normalised by the video width / height, **computed before** the non-overlap step; then, if
-more than one object is left, the object-wise non-overlap constraint: each pixel claimed by
-several objects goes to the one with the highest per-frame tracker score (ties: the smaller
-id) and an object whose score is <= 0 keeps no pixel.  An object can therefore be output with
-an empty mask and a box from before the constraint.  (The ``add_prompt`` output is finalised
-directly, with nothing hidden.)
+normalised by the video width / height; then, if more than one object is left, the
+object-wise non-overlap constraint: each pixel claimed by several objects goes to the one with
+the highest per-frame tracker score (ties: the smaller id) and an object whose score is <= 0
+keeps no pixel.  An object can therefore be output with an empty mask.  **Boxes come from the
+final masks** (after the constraint; an empty mask has an all-zero box and
+:attr:`~.results.FrameResult.empty` marks it); the official code computes them before the
+constraint, so an emptied object kept another object's box.  (The ``add_prompt`` output is
+finalised directly, with nothing hidden.)
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import Tensor
 
+from ...ops.masks import remove_small_regions
+from .results import FrameResult, frame_result
+
 __all__ = [
-    "FrameRecord", "FrameOutput", "OutputBuffer", "fill_holes_in_mask_logits",
-    "memory_encoder_masks", "masks_for_tracker_input", "apply_pixelwise_non_overlap",
-    "apply_object_wise_non_overlap", "masks_to_boxes_xyxy", "finalize_frame", "NO_OBJ_LOGIT",
+    "FrameRecord", "OutputBuffer", "fill_holes_in_mask_logits", "memory_encoder_masks",
+    "masks_for_tracker_input", "apply_pixelwise_non_overlap", "apply_object_wise_non_overlap",
+    "finalize_frame", "resize_logits", "NO_OBJ_LOGIT",
 ]
 
 NO_OBJ_LOGIT = -10.0
@@ -47,14 +50,12 @@ NO_OBJ_LOGIT = -10.0
 # mask primitives
 # --------------------------------------------------------------------------------------------
 
-def _cc_areas(binary: np.ndarray) -> np.ndarray:
-    """Per-pixel area of its 8-connected component (0 where ``binary`` is False)."""
-    labels, n = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return np.zeros(binary.shape, dtype=np.int64)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
-    areas[0] = 0
-    return areas[labels]
+def _small_components(binary: Tensor, max_area) -> Tensor:
+    """``(K, H, W)`` bool -> the pixels of 8-connected components of area <= ``max_area``
+    (one int, or one per mask)."""
+    areas = [max_area] * binary.shape[0] if isinstance(max_area, int) else max_area
+    return torch.stack([b & ~remove_small_regions(b, a).to(b.device)
+                        for b, a in zip(binary, areas)])
 
 
 def fill_holes_in_mask_logits(mask_logits: Tensor, max_area: int, fill_holes: bool = True,
@@ -70,25 +71,19 @@ def fill_holes_in_mask_logits(mask_logits: Tensor, max_area: int, fill_holes: bo
     if max_area <= 0 or mask_logits.numel() == 0:
         return mask_logits
     shape = mask_logits.shape
-    flat = mask_logits.reshape(-1, shape[-2], shape[-1])
-    out = flat
+    out = mask_logits.reshape(-1, shape[-2], shape[-1])
     if fill_holes:
-        bg = (out <= 0).cpu().numpy()
-        small = np.stack([(_cc_areas(b) <= max_area) & b for b in bg])
-        out = torch.where(torch.from_numpy(small).to(out.device),
-                          torch.tensor(0.1, dtype=out.dtype, device=out.device), out)
+        small = _small_components(out <= 0, max_area)
+        out = torch.where(small, torch.tensor(0.1, dtype=out.dtype, device=out.device), out)
     if remove_sprinkles:
-        fg = (out > 0).cpu().numpy()
-        small = []
-        for f in fg:
-            thresh = min(int(f.sum()) // 2, max_area)
-            small.append(f & (_cc_areas(f) <= thresh))
-        out = torch.where(torch.from_numpy(np.stack(small)).to(out.device),
-                          torch.tensor(-0.1, dtype=out.dtype, device=out.device), out)
+        fg = out > 0
+        limits = [min(int(n) // 2, max_area) for n in fg.flatten(1).sum(1).tolist()]
+        small = _small_components(fg, limits)
+        out = torch.where(small, torch.tensor(-0.1, dtype=out.dtype, device=out.device), out)
     return out.reshape(shape)
 
 
-def _resize(masks: Tensor, size: Tuple[int, int]) -> Tensor:
+def resize_logits(masks: Tensor, size: Tuple[int, int]) -> Tensor:
     """Bilinear (align_corners=False, no antialias) resize of ``(N, h, w)`` logits."""
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
@@ -101,34 +96,7 @@ def _resize(masks: Tensor, size: Tuple[int, int]) -> Tensor:
 def masks_for_tracker_input(mask_logits: Tensor, size: int) -> Tensor:
     """Detection mask logits ``(K, h, w)`` -> the boolean ``(K, size, size)`` masks the tracker
     receives for new objects and reconditioning (bilinear resize, then > 0)."""
-    return _resize(mask_logits, (size, size)) > 0
-
-
-def masks_to_boxes_xyxy(masks: Tensor) -> Tensor:
-    """``(N, H, W)`` bool -> ``(N, 4)`` float32 (x0, y0, x1, y1) with inclusive pixel indices
-    (torchvision ``masks_to_boxes``); empty masks give zeros."""
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
-    rows = masks.any(dim=2)  # (N, H)
-    cols = masks.any(dim=1)  # (N, W)
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    x0 = torch.where(cols, xs, w).amin(1)
-    x1 = torch.where(cols, xs, -1).amax(1)
-    y0 = torch.where(rows, ys, h).amin(1)
-    y1 = torch.where(rows, ys, -1).amax(1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
-
-
-def _diag_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    lt = torch.max(a[:, :2], b[:, :2])
-    rb = torch.min(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    return inter / (area_a + area_b - inter)
+    return resize_logits(mask_logits, (size, size)) > 0
 
 
 def apply_pixelwise_non_overlap(mask_logits: Tensor) -> Tensor:
@@ -167,7 +135,7 @@ def memory_encoder_masks(track_mask_logits: Tensor, size: Tuple[int, int],
     logits are +10 / -10 for non-empty / empty masks.
     Returns ``(high_res_logits (N, H, W), object_score_logits (N,))``.
     """
-    high = _resize(track_mask_logits, size)
+    high = resize_logits(track_mask_logits, size)
     if high.shape[0] > 1:
         constrained = apply_pixelwise_non_overlap(high)
         before = (high > 0).sum(dim=(-1, -2)).clamp(min=1)
@@ -198,37 +166,19 @@ class FrameRecord:
     frame_stats: Dict[str, int]
 
 
-@dataclass
-class FrameOutput:
-    """Official ``_postprocess_output`` result for one frame."""
-
-    frame_idx: int
-    obj_ids: Tensor  # (M,) int64, ascending
-    probs: Tensor  # (M,) float32: detection score at creation
-    boxes_xywh: Tensor  # (M, 4) float32, normalised by the video width / height
-    masks: Tensor  # (M, H, W) bool
-    frame_stats: Optional[Dict[str, int]] = None
-
-    def as_official_dict(self) -> Dict[str, object]:
-        return {"out_obj_ids": self.obj_ids, "out_probs": self.probs,
-                "out_boxes_xywh": self.boxes_xywh, "out_binary_masks": self.masks,
-                "frame_stats": self.frame_stats}
-
-
 def finalize_frame(record: FrameRecord, video_size: Tuple[int, int],
                    removed_obj_ids: Optional[Set[int]] = None,
-                   suppressed_obj_ids: Optional[Set[int]] = None) -> FrameOutput:
+                   suppressed_obj_ids: Optional[Set[int]] = None) -> FrameResult:
     """Official ``_postprocess_output``; ``video_size`` is ``(H, W)``.  With both id sets None
-    (the ``add_prompt`` case) nothing is hidden."""
+    (the ``add_prompt`` case) nothing is hidden.  Boxes come from the final masks."""
     h, w = video_size
     ids = sorted(record.obj_id_to_logits)
     if not ids:
-        return FrameOutput(record.frame_idx, torch.zeros(0, dtype=torch.int64),
-                           torch.zeros(0, dtype=torch.float32), torch.zeros(0, 4),
-                           torch.zeros(0, h, w, dtype=torch.bool), record.frame_stats)
+        return frame_result(record.frame_idx, [], [], torch.zeros(0, h, w, dtype=torch.bool),
+                            record.frame_stats)
     # one object at a time: track and detection logits may differ in dtype (the official code
     # resizes the two groups separately, each in its own dtype)
-    masks = torch.cat([_resize(record.obj_id_to_logits[i][None], (h, w)) > 0 for i in ids])
+    masks = torch.cat([resize_logits(record.obj_id_to_logits[i][None], (h, w)) > 0 for i in ids])
     obj_ids = torch.tensor(ids, dtype=torch.int64)
     probs = torch.tensor([record.obj_id_to_score[i] for i in ids], dtype=torch.float32)
     tracker_probs = torch.tensor([record.obj_id_to_tracker_score.get(i, 0.0) for i in ids],
@@ -238,15 +188,11 @@ def finalize_frame(record: FrameRecord, video_size: Tuple[int, int],
     if hidden:
         keep &= ~torch.isin(obj_ids, torch.tensor(sorted(hidden), dtype=torch.int64))
     idx = torch.nonzero(keep).flatten()
-    obj_ids, probs, tracker_probs = obj_ids[idx], probs[idx], tracker_probs[idx]
     masks = masks[idx.to(masks.device)]
-    boxes = masks_to_boxes_xyxy(masks)
-    xywh = torch.stack([boxes[:, 0] / w, boxes[:, 1] / h, (boxes[:, 2] - boxes[:, 0]) / w,
-                        (boxes[:, 3] - boxes[:, 1]) / h], dim=1) if len(idx) else boxes
     if masks.shape[0] > 1:
-        masks = apply_object_wise_non_overlap(masks, tracker_probs.to(masks.device))
-    return FrameOutput(record.frame_idx, obj_ids, probs, xywh.cpu(), masks.cpu(),
-                       record.frame_stats)
+        masks = apply_object_wise_non_overlap(masks, tracker_probs[idx].to(masks.device))
+    return frame_result(record.frame_idx, obj_ids[idx].tolist(), probs[idx].tolist(),
+                        masks.cpu(), record.frame_stats)
 
 
 class OutputBuffer:
@@ -267,7 +213,7 @@ class OutputBuffer:
     def __len__(self) -> int:
         return len(self._held)
 
-    def push(self, record: FrameRecord, is_last: bool = False) -> List[FrameOutput]:
+    def push(self, record: FrameRecord, is_last: bool = False) -> List[FrameResult]:
         if self.hotstart_delay <= 0:
             release = [record]
         else:
@@ -282,7 +228,7 @@ class OutputBuffer:
         return [finalize_frame(r, self.video_size, self.removed_obj_ids, r.suppressed_obj_ids)
                 for r in release]
 
-    def flush(self) -> List[FrameOutput]:
+    def flush(self) -> List[FrameResult]:
         """Release everything still held (a propagation interrupted before its last frame)."""
         release, self._held = self._held, []
         return [finalize_frame(r, self.video_size, self.removed_obj_ids, r.suppressed_obj_ids)

@@ -1,6 +1,6 @@
 """Detections of one frame and their matching with the tracked masklets (SAM 3 video).
 
-Steps 1 and 3 of :mod:`conceptseg.video.association`: mask NMS and score threshold on the
+Steps 1 and 3 of :mod:`.association`: mask NMS and score threshold on the
 detector outputs (:func:`select_detections`), then the official ``_associate_det_trk``
 (:func:`associate`) at the smaller of the two mask resolutions.
 
@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .postprocess import _resize
+from ...ops.masks import mask_iou, mask_nms
+from .association_state import AssociationConfig
+from .postprocess import resize_logits
 
-if TYPE_CHECKING:  # pragma: no cover - annotations only (association imports this module)
-    from .association import AssociationConfig
-
-__all__ = ["Detections", "AssociationResult", "select_detections", "nms_keep", "mask_iou",
-           "associate"]
+__all__ = ["Detections", "AssociationResult", "select_detections", "nms_keep", "associate",
+           "argsort_desc"]
 
 
 @dataclass
@@ -55,20 +54,7 @@ class Detections:
 # detections
 # --------------------------------------------------------------------------------------------
 
-def mask_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU of boolean masks ``(N, H, W)`` x ``(M, H, W)`` -> ``(N, M)`` float32;
-    ``intersection / max(union, 1)`` (0 for two empty masks), as the official helper."""
-    if a.dtype != torch.bool or b.dtype != torch.bool:
-        raise TypeError("mask_iou expects boolean masks")
-    n, m = a.shape[0], b.shape[0]
-    af = a.reshape(n, -1).float()
-    bf = b.reshape(m, -1).float()
-    inter = af @ bf.T  # exact for < 2**24 pixels
-    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
-    return inter / union.clamp(min=1)
-
-
-def _argsort_desc(scores: np.ndarray) -> np.ndarray:
+def argsort_desc(scores: np.ndarray) -> np.ndarray:
     """``argsort(scores)[::-1]`` with a stable ascending sort (equal scores: higher index first)."""
     return np.argsort(scores, kind="stable")[::-1]
 
@@ -83,16 +69,11 @@ def nms_keep(probs: Tensor, mask_logits: Tensor, prob_threshold: float,
     vidx = torch.nonzero(valid).flatten()
     if vidx.numel() == 0:
         return keep
-    binary = mask_logits[vidx] > 0
-    ious = mask_iou(binary, binary).cpu().numpy()
-    order = _argsort_desc(probs[vidx].float().cpu().numpy())
-    kept = []
-    while order.size > 0:
-        i = int(order[0])
-        kept.append(i)
-        rest = order[1:]
-        order = rest[ious[i, rest] <= iou_threshold]
-    keep[vidx[torch.as_tensor(kept, dtype=torch.long, device=vidx.device)]] = True
+    # ops.mask_nms breaks score ties by the lower index; reversing the candidates gives the
+    # official order (numpy argsort()[::-1] on a stable sort: higher index first)
+    rev = torch.flip(vidx, (0,))
+    kept = mask_nms(mask_logits[rev] > 0, probs[rev].float(), iou_threshold)
+    keep[rev[kept.to(rev.device)]] = True
     return keep
 
 
@@ -150,9 +131,9 @@ def associate(det_masks: Tensor, det_scores: Tensor, trk_masks: Tensor,
         return AssociationResult(empty, ids[nonempty], {}, {}, ids[~nonempty])
     if tuple(det_masks.shape[-2:]) != tuple(trk_masks.shape[-2:]):
         if math.prod(det_masks.shape[-2:]) < math.prod(trk_masks.shape[-2:]):
-            trk_masks = _resize(trk_masks, tuple(det_masks.shape[-2:]))
+            trk_masks = resize_logits(trk_masks, tuple(det_masks.shape[-2:]))
         else:
-            det_masks = _resize(det_masks, tuple(trk_masks.shape[-2:]))
+            det_masks = resize_logits(det_masks, tuple(trk_masks.shape[-2:]))
     det_bin = det_masks > 0
     trk_bin = trk_masks > 0
     ious = mask_iou(det_bin, trk_bin).cpu().numpy()  # (K, N)
