@@ -16,8 +16,7 @@ from .errors import (CheckpointError, ConceptSegError, InputError, MissingDepend
 from .inference.image import ImagePredictor
 from .inference.results import ImageResult, Prediction, Refinement
 from .inference.video import VideoSession
-from .inference.video_results import FrameResult, VideoResults
-from .video.association import AssociationConfig
+from .inference.video import AssociationConfig, FrameResult, VideoResults
 
 __all__ = [
     # models and checkpoints

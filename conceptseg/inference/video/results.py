@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from ...ops.boxes import masks_to_boxes
-from ...ops.masks import rle_decode, rle_encode
+from ...ops.masks import rle_area, rle_decode, rle_encode
 
 __all__ = ["FrameResult", "StoredFrame", "VideoResults", "frame_result", "objects_json"]
 
@@ -96,17 +95,12 @@ def frame_result(frame_idx: int, obj_ids: list[int], scores: list[float], masks:
                        phrases=list(phrases) if phrases is not None else [None] * len(obj_ids))
 
 
-def rle_area(rles: list[dict]) -> list[int]:
-    """Pixel count of each COCO RLE dict, read without decoding (pycocotools)."""
-    return [int(a) for a in mask_utils.area(list(rles))] if len(rles) else []
-
-
 def objects_json(obj_ids, scores, boxes, rles, phrases) -> dict:
     """The one JSON form of a frame's objects: non-empty ones under ``"objects"`` (id, score,
     pixel box xyxy, COCO RLE, phrase), the ids of empty ones under ``"empty"``."""
     objects, empty = [], []
     phrases = list(phrases) if phrases else [None] * len(obj_ids)
-    for i, s, b, r, p, a in zip(obj_ids, scores, boxes, rles, phrases, rle_area(rles)):
+    for i, s, b, r, p, a in zip(obj_ids, scores, boxes, rles, phrases, rle_area(rles).tolist()):
         if a == 0:
             empty.append(int(i))
             continue
@@ -184,7 +178,7 @@ class VideoResults(Mapping):
     def obj_ids(self) -> list[int]:
         """Every object id output with a non-empty mask on some frame, ascending."""
         return sorted({i for s in self._store.values()
-                       for i, a in zip(s.obj_ids, rle_area(s.rles)) if a > 0})
+                       for i, a in zip(s.obj_ids, rle_area(s.rles).tolist()) if a > 0})
 
     def to_json(self) -> dict:
         """Per-frame COCO RLE masks per object id (``frames`` sorted by index; see
