@@ -150,8 +150,13 @@ PRESETS = {
 }
 
 
-def get_config(name: str) -> Sam3Config:
+def preset(table: dict, name: str, what: str = "preset"):
+    """``table[name]()`` or a one-line InputError naming the choices (model and tracker presets)."""
     try:
-        return PRESETS[name]()
+        return table[name]()
     except KeyError:
-        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InputError(f"unknown {what} {name!r}; choose one of {sorted(table)}") from None
+
+
+def get_config(name: str) -> Sam3Config:
+    return preset(PRESETS, name)

@@ -117,6 +117,22 @@ def sine_position_map(h: int, w: int, dim: int, device=None) -> Tensor:
     return torch.cat([pos_y, pos_x], dim=-1).permute(2, 0, 1).contiguous()
 
 
+class SinePositionCache:
+    """2-D sine position maps of ``dim`` channels (:func:`sine_position_map`), computed once per
+    (h, w, device, dtype): ``cache(h, w, like)`` -> dim x h x w. A plain object, not a module:
+    nothing of it is in a state dict."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self._maps: dict[tuple, Tensor] = {}
+
+    def __call__(self, h: int, w: int, like: Tensor) -> Tensor:
+        key = (h, w, like.device, like.dtype)
+        if key not in self._maps:
+            self._maps[key] = sine_position_map(h, w, self.dim, like.device).to(like.dtype)
+        return self._maps[key]
+
+
 def encode_box_sine(boxes: Tensor, dim: int) -> Tensor:
     """Exemplar box encoding: boxes (..., 4) normalised cxcywh -> (..., dim + 2).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import sine_position_map
+from .common import SinePositionCache
 
 
 def _branch(in_dim: int, d_model: int, scale: float) -> nn.Sequential:
@@ -45,13 +45,7 @@ class VisionBackbone(nn.Module):
         self.convs = nn.ModuleList(_branch(in_dim, d_model, s) for s in scales)
         self.num_used = len(scales) - scalp
         self.d_model = d_model
-        self._pos_cache: dict[tuple, Tensor] = {}
-
-    def position(self, h: int, w: int, like: Tensor) -> Tensor:
-        key = (h, w, like.device, like.dtype)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sine_position_map(h, w, self.d_model, like.device).to(like.dtype)
-        return self._pos_cache[key]
+        self.position = SinePositionCache(self.d_model)  # (h, w, like) -> dim x h x w
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         return self.fpn(self.trunk(images))

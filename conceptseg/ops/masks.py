@@ -132,6 +132,30 @@ def _component_areas(binary: np.ndarray, structure: np.ndarray):
     return labels, n, areas
 
 
+def _small_components(mask: Union[Tensor, np.ndarray], max_area: int, connectivity: int,
+                      holes: bool) -> Tensor:
+    """``holes``: background components of area <= max_area not touching the border become
+    foreground (fill_holes); else foreground components of area <= max_area become background
+    (remove_small_regions). ``max_area <= 0``: unchanged."""
+    structure = _structure(connectivity)
+
+    def fn(m: np.ndarray) -> np.ndarray:
+        if max_area <= 0:
+            return m.copy()
+        labels, n, areas = _component_areas(~m if holes else m, structure)
+        if n == 0:
+            return m.copy()
+        small = areas <= max_area
+        small[0] = False
+        if holes:
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            small[border] = False
+            return m | small[labels]
+        return m & ~small[labels]
+
+    return _apply_2d(mask, fn)
+
+
 def fill_holes(mask: Union[Tensor, np.ndarray], max_area: int, connectivity: int = 8) -> Tensor:
     """Fill small holes of binary masks.
 
@@ -146,21 +170,7 @@ def fill_holes(mask: Union[Tensor, np.ndarray], max_area: int, connectivity: int
     Returns:
         ``(..., H, W)`` bool tensor on the input's device.
     """
-    structure = _structure(connectivity)
-
-    def fn(m: np.ndarray) -> np.ndarray:
-        if max_area <= 0:
-            return m.copy()
-        labels, n, areas = _component_areas(~m, structure)
-        if n == 0:
-            return m.copy()
-        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        small = areas <= max_area
-        small[0] = False
-        small[border] = False
-        return m | small[labels]
-
-    return _apply_2d(mask, fn)
+    return _small_components(mask, max_area, connectivity, holes=True)
 
 
 def remove_small_regions(mask: Union[Tensor, np.ndarray], max_area: int, connectivity: int = 8) -> Tensor:
@@ -176,19 +186,7 @@ def remove_small_regions(mask: Union[Tensor, np.ndarray], max_area: int, connect
     Returns:
         ``(..., H, W)`` bool tensor on the input's device.
     """
-    structure = _structure(connectivity)
-
-    def fn(m: np.ndarray) -> np.ndarray:
-        if max_area <= 0:
-            return m.copy()
-        labels, n, areas = _component_areas(m, structure)
-        if n == 0:
-            return m.copy()
-        small = areas <= max_area
-        small[0] = False
-        return m & ~small[labels]
-
-    return _apply_2d(mask, fn)
+    return _small_components(mask, max_area, connectivity, holes=False)
 
 
 # ---------------------------------------------------------------- COCO geometries (pycocotools)

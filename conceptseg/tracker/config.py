@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import preset
+
 
 @dataclass
 class TrackerConfig:
@@ -142,8 +144,4 @@ TRACKER_PRESETS = {
 
 
 def get_tracker_config(name: str) -> TrackerConfig:
-    try:
-        return TRACKER_PRESETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown tracker preset {name!r}; choose one of "
-                         f"{sorted(TRACKER_PRESETS)}") from None
+    return preset(TRACKER_PRESETS, name, "tracker preset")

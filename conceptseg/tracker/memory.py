@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model.common import sine_position_map
+from ..model.common import SinePositionCache
 from .config import TrackerConfig
 from .layers import GridRoPE, LayerNorm2d, ProjAttention, rope_qk
 
@@ -94,13 +94,7 @@ class MemoryEncoder(nn.Module):
         self.fuser = Fuser(d, cfg.fuser_layers, cfg.fuser_kernel, cfg.fuser_mlp_ratio)
         self.out_proj = nn.Conv2d(d, cfg.mem_dim, 1)
         self.mem_dim = cfg.mem_dim
-        self._pos_cache: dict[tuple, Tensor] = {}
-
-    def position(self, h: int, w: int, like: Tensor) -> Tensor:
-        key = (h, w, like.device, like.dtype)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sine_position_map(h, w, self.mem_dim, like.device).to(like.dtype)
-        return self._pos_cache[key]
+        self.position = SinePositionCache(self.mem_dim)  # (h, w, like) -> dim x h x w
 
     def forward(self, pix_feat: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..model.common import sine_position_map
+from ..model.common import SinePositionCache
 from ..model.neck import _branch
 from .config import TrackerConfig
 
@@ -27,13 +27,7 @@ class TrackerNeck(nn.Module):
             _branch(cfg.vit_dim, cfg.d_model, s) for s in cfg.neck_scales)
         self.num_used = len(cfg.neck_scales) - cfg.scalp
         self.d_model = cfg.d_model
-        self._pos_cache: dict[tuple, Tensor] = {}
-
-    def position(self, h: int, w: int, like: Tensor) -> Tensor:
-        key = (h, w, like.device, like.dtype)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sine_position_map(h, w, self.d_model, like.device).to(like.dtype)
-        return self._pos_cache[key]
+        self.position = SinePositionCache(self.d_model)  # (h, w, like) -> dim x h x w
 
     def forward(self, trunk_out: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         levels, pos = [], []
