@@ -14,6 +14,7 @@ JSON body; MCP: a tool error), no traceback needed.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["ConceptSegError", "InputError", "VideoInputError", "EvalInputError", "CheckpointError",
@@ -60,8 +61,6 @@ class MissingDependencyError(ConceptSegError, ImportError):
 def require(module: str, extra: str):
     """Import an optional dependency or raise :class:`MissingDependencyError` naming its extra
     (``pip install 'conceptseg[extra]'``)."""
-    import importlib  # only here: the one place that imports optional dependencies by name
-
     try:
         return importlib.import_module(module)
     except ImportError:
