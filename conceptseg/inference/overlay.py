@@ -1,7 +1,8 @@
 """Drawing image results: translucent masks, boxes and labels over the picture.
 
 Colours run on across all the results drawn together (two prompts never share a colour); the
-label font scales with the image; labels stay inside the picture.
+label font scales with the image; labels stay inside the picture and, where there is room
+around their boxes, never cover one another.
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ def draw_overlay(image, results: Sequence, alpha: float = 0.5, draw_boxes: bool 
     draw = ImageDraw.Draw(im)
     width = max(1, round(max(W, H) / 400))
     font = label_font(W, H)
-    for box, text, c in drawn:
+    for box, _, c in drawn:
         if draw_boxes:
             draw.rectangle(box, outline=c, width=width)
-        if label:
-            _draw_label(draw, box, text, c, font, W, H)
+    if label:
+        placed: list[tuple[float, float, float, float]] = []  # label rectangles drawn so far
+        for box, text, c in drawn:
+            placed.append(_draw_label(draw, box, text, c, font, W, H, placed))
     return im
 
 
@@ -73,12 +76,32 @@ def _clip(box, W: int, H: int) -> list[float]:
     return [min(max(x0, 0.0), W), min(max(y0, 0.0), H), min(max(x1, 0.0), W), min(max(y1, 0.0), H)]
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, box, text: str, colour, font, W: int, H: int) -> None:
-    """Above the box where there is room, else inside its top; shifted left to stay whole."""
+def _draw_label(draw: ImageDraw.ImageDraw, box, text: str, colour, font, W: int, H: int,
+                placed: Sequence[tuple]) -> tuple[float, float, float, float]:
+    """The label at the first of a few spots around its box (above, inside the top, below,
+    inside the bottom; left then right) that overlaps no label drawn before and lies whole in
+    the picture; where every spot is taken, the least covered one. Returns its rectangle."""
     l, t, r, b = draw.textbbox((0, 0), text, font=font)
-    tw, th = r - l, b - t
-    x = min(max(box[0], 0.0), max(W - tw - 2, 0))
-    y = box[1] - th - 2 if box[1] >= th + 2 else box[1]
-    y = min(max(y, 0.0), max(H - th - 2, 0))
-    draw.rectangle((x, y, x + tw + 2, y + th + 2), fill=(0, 0, 0))
-    draw.text((x + 1 - l, y + 1 - t), text, fill=colour, font=font)
+    tw, th = r - l + 2, b - t + 2
+    x0, y0, x1, y1 = box
+    spots = [(x, y) for y in (y0 - th, y0, y1, y1 - th) for x in (x0, x1 - tw)]
+    best, best_cover = None, None
+    for x, y in spots:
+        x = min(max(x, 0.0), max(W - tw, 0))
+        y = min(max(y, 0.0), max(H - th, 0))
+        rect = (x, y, x + tw, y + th)
+        cover = sum(_overlap(rect, q) for q in placed)
+        if best_cover is None or cover < best_cover:
+            best, best_cover = rect, cover
+        if cover == 0:
+            break
+    draw.rectangle(best, fill=(0, 0, 0))
+    draw.text((best[0] + 1 - l, best[1] + 1 - t), text, fill=colour, font=font)
+    return best
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two (x0, y0, x1, y1) rectangles."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
