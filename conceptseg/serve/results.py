@@ -1,5 +1,8 @@
 """One :class:`~conceptseg.inference.results.Prediction` → the API's PhraseResult (docs/API.md),
-with the masks in any of the contract's formats. Shared by the HTTP server and the MCP tool.
+with the masks in any of the contract's formats (:func:`phrase_result`); likewise a
+:class:`~conceptseg.inference.results.Refinement` (:func:`refine_masks`) and a video
+:class:`~conceptseg.inference.video.FrameResult` (:func:`frame_objects`). Shared by the HTTP
+server and the MCP tool.
 
 Formats (:data:`MASK_FORMATS`):
 - ``"rle"``: COCO compressed RLE ``{"size": [h, w], "counts": str}`` (pycocotools);
@@ -18,11 +21,13 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..inference.results import Prediction
+from ..inference.results import Prediction, Refinement
+from ..inference.video import FrameResult
+from ..ops.boxes import masks_to_boxes
 from ..ops.encode import POLYGON_TOLERANCE, masks_to_polygons, rle_encode
 
 __all__ = ["MASK_FORMATS", "encode_masks", "mask_areas", "phrase_result", "png_base64",
-           "check_format"]
+           "check_format", "mask_boxes", "refine_masks", "frame_objects"]
 
 MASK_FORMATS = ("rle", "polygon", "png", "none")  # the contract's mask formats
 
@@ -90,3 +95,37 @@ def phrase_result(pred: Prediction, fmt: str = "rle", tolerance: float = POLYGON
                                                       mask_areas(masks), encoded))]
     return {"text": pred.text, "concept_id": concept_id, "presence": float(pred.presence),
             "no_match": n == 0, "count": n, "instances": instances}
+
+
+def mask_boxes(masks: torch.Tensor) -> list[list[float]]:
+    """(N, H, W) bool → N pixel-edge boxes ``[x0, y0, x1, y1]`` (x1, y1 one past the last mask
+    pixel; zeros for an empty mask)."""
+    if masks.shape[0] == 0:
+        return []
+    b = masks_to_boxes(masks).float()
+    b = torch.where(masks.flatten(1).any(1)[:, None], b + torch.tensor([0.0, 0.0, 1.0, 1.0]), b)
+    return [[float(v) for v in row] for row in b.tolist()]
+
+
+def refine_masks(ref: Refinement, fmt: str = "rle", tolerance: float = POLYGON_TOLERANCE
+                 ) -> list[dict]:
+    """A :class:`~conceptseg.inference.results.Refinement` → ``[{"score", "box_xyxy", "area",
+    "mask"}]``, best first."""
+    masks = ref.masks
+    return [{"score": float(s), "box_xyxy": b, "area": a, "mask": m}
+            for s, b, a, m in zip(ref.scores.tolist(), mask_boxes(masks), mask_areas(masks),
+                                  encode_masks(masks, fmt, tolerance))]
+
+
+def frame_objects(fr: FrameResult, fmt: str = "rle", tolerance: float = POLYGON_TOLERANCE
+                  ) -> list[dict]:
+    """One video frame's objects with pixels (objects emptied by the non-overlap step are left
+    out) → ``[{"obj_id", "phrase", "score", "box_xyxy", "area", "mask"}]``."""
+    if not len(fr):
+        return []
+    keep = torch.nonzero(~fr.empty).flatten()
+    masks = fr.masks[keep]
+    phrases = list(fr.phrases) if fr.phrases else [None] * len(fr)
+    return [{"obj_id": int(fr.obj_ids[i]), "phrase": phrases[i], "score": float(fr.scores[i]),
+             "box_xyxy": [float(v) for v in fr.boxes[i].tolist()], "area": a, "mask": m}
+            for i, a, m in zip(keep.tolist(), mask_areas(masks), encode_masks(masks, fmt, tolerance))]

@@ -1,0 +1,103 @@
+"""``conceptseg serve``: the HTTP API of docs/API.md (FastAPI + uvicorn) over one model.
+
+    conceptseg serve --port 8000                     # the shipped model, http://127.0.0.1:8000
+    conceptseg serve --checkpoint sam3.pt --device cuda --api-key "$KEY"
+
+Binds to 127.0.0.1 unless ``--host`` says otherwise; CORS is off unless ``--cors ORIGIN``.
+Requests never name server paths: images and clips are uploaded. Limits are flags (defaults as
+in docs/API.md); a request above one is refused with a JSON error (413, 429, 504...).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import __version__
+from ..checkpoint import default_weights_path, describe, load
+from ..errors import InputError, NoTrackerError, require
+from ..runtime import resolve_device
+from ..serve.limits import Limits
+
+DEFAULTS = Limits()
+
+
+def register(sub) -> None:
+    s = sub.add_parser("serve", help="serve the model over HTTP (JSON API, web page, metrics)")
+    s.add_argument("--checkpoint", help="model checkpoint (any layout); default: the shipped model")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (not health)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    s.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / 2 ** 20,
+                   help="largest request body in MiB (413; default %(default)g)")
+    s.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,
+                   help="largest image, width x height, read from its header (413)")
+    s.add_argument("--max-sessions", type=int, default=DEFAULTS.max_sessions,
+                   help="image sessions held (LRU) and video sessions open (429 when full)")
+    s.add_argument("--session-ttl", type=float, default=DEFAULTS.session_ttl,
+                   help="seconds an idle session is kept (default %(default)g)")
+    s.add_argument("--queue-depth", type=int, default=DEFAULTS.queue_depth,
+                   help="inference jobs waiting before 429 + Retry-After")
+    s.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
+                   help="seconds a request may wait for inference (504)")
+    s.add_argument("--max-prompt-chars", type=int, default=DEFAULTS.max_prompt_chars)
+    s.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow cross-origin requests from ORIGIN (repeatable; default: off)")
+    s.add_argument("--file-preprocessing", choices=["cv2", "torchcodec"], default="torchcodec",
+                   help="video frame normalisation (see `conceptseg track --help`)")
+    s.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
+
+
+def limits_from_args(args) -> Limits:
+    """The :class:`Limits` the flags ask for, each checked (one-line InputError)."""
+    for name in ("max_upload_mb", "session_ttl", "timeout"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise InputError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    for name in ("max_pixels", "max_sessions", "queue_depth", "max_prompt_chars"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be within 0..65535, got {args.port}")
+    return Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
+                  max_sessions=args.max_sessions, session_ttl=args.session_ttl,
+                  queue_depth=args.queue_depth, timeout=args.timeout,
+                  max_prompt_chars=args.max_prompt_chars)
+
+
+def load_serving_model(path, device):
+    """The video model (detector + tracker) when the checkpoint has a tracker, else the image
+    model; plus GET /v1/model's description."""
+    info = describe(path or default_weights_path())
+    try:
+        model = load(path, "video", device=device)
+    except NoTrackerError:
+        model = load(path, "image", device=device)
+    detector = getattr(model, "detector", model)
+    return model, {"layout": info["layout"], "config": detector.config.name,
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "device": str(device), "has_tracker": hasattr(model, "tracker"),
+                   "shipped": path is None, "image_size": detector.config.vision.image_size}
+
+
+def cmd_serve(args) -> int:
+    uvicorn = require("uvicorn", "serve")
+    require("fastapi", "serve")
+    limits = limits_from_args(args)  # everything cheap before the model
+    device = resolve_device(args.device)
+    model, info = load_serving_model(args.checkpoint, device)
+    # only here: the web framework is an optional extra, imported once the flags are checked
+    from ..serve.app import build_context, create_app
+
+    ctx = build_context(model, limits, model_info={**info, "precision": args.precision},
+                        precision=args.precision, api_key=args.api_key, cors=args.cors,
+                        file_preprocessing=args.file_preprocessing)
+    app = create_app(ctx)
+    print(f"conceptseg {__version__} serving {info['config']} ({info['parameters']:,} "
+          f"parameters, {device}) on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, timeout_graceful_shutdown=5)
+    return 0
