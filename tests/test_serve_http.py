@@ -219,3 +219,38 @@ def test_predictor_max_instances_keeps_the_best():
     assert len(full) > 2 and len(two) == 2
     assert torch.equal(two.scores, full.scores[:2]) and torch.equal(two.masks, full.masks[:2])
     assert len(p.predict(text=PRESENT, max_instances=0)) == 0
+
+
+def test_video_phrases_replace(client):
+    """replace=true starts over with the new phrase; replace=false adds the phrase's objects
+    (422 "not supported yet" where VideoSession.add_text has no ``replace``)."""
+    import inspect
+
+    from conceptseg.inference.video import VideoSession
+
+    sid = client.post("/v1/videos", files={"video": ("c.webm", (EXAMPLES / "clip.mp4")
+                                                     .read_bytes(), "video/mp4")}
+                      ).json()["session_id"]
+    try:
+        red = client.post(f"/v1/videos/{sid}/prompts", json={"text": "red object"}).json()
+        blue = client.post(f"/v1/videos/{sid}/prompts", json={"text": "blue object"}).json()
+        assert {o["phrase"] for o in blue["objects"]} == {"blue object"}
+        added = client.post(f"/v1/videos/{sid}/prompts",
+                            json={"text": "red object", "replace": False})
+        if "replace" in inspect.signature(VideoSession.add_text).parameters:
+            assert added.status_code == 200, added.text
+            phrases = {o["phrase"] for o in added.json()["objects"]}
+            assert phrases == {"red object", "blue object"}
+            ids = [o["obj_id"] for o in added.json()["objects"]]
+            assert len(ids) == len(set(ids))
+        else:
+            assert added.status_code == 422 and "not supported yet" in added.text
+        assert red["objects"]
+    finally:
+        client.delete(f"/v1/videos/{sid}")
+
+
+def test_cors_off_by_default(server):
+    r = httpx.options(server.url + "/v1/segment", headers={
+        "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers

@@ -37,23 +37,19 @@ def parse_exemplar_spec(spec: str) -> Exemplar:
     parts = coords.split(",")
     if len(parts) != 4:
         raise InputError(f"exemplar {spec[:80]!r}: expected x0,y0,x1,y1[:pos|neg]")
-    try:
-        box = tuple(float(p) for p in parts)
-    except ValueError:
-        raise InputError(f"exemplar {spec[:80]!r}: coordinates must be numbers") from None
-    return box, parse_label(label or "pos", f"exemplar {spec[:80]!r} label")  # type: ignore
+    return parse_exemplar_row(parts + [label or "pos"], f"exemplar {spec[:80]!r}")
 
 
-def parse_exemplar_row(row) -> Exemplar:
+def parse_exemplar_row(row, what: str | None = None) -> Exemplar:
     """``[x0, y0, x1, y1]`` or ``[x0, y0, x1, y1, label]`` (label pos/neg, 1/0, true/false)."""
+    what = what or f"exemplar {str(row)[:80]}"
     if not isinstance(row, (list, tuple)) or len(row) not in (4, 5):
-        raise InputError(f"exemplar {str(row)[:80]}: expected [x0, y0, x1, y1, label]")
+        raise InputError(f"{what}: expected x0,y0,x1,y1 and a pos/neg label")
     try:
         box = tuple(float(v) for v in row[:4])
     except (TypeError, ValueError):
-        raise InputError(f"exemplar {str(row)[:80]}: coordinates must be numbers") from None
-    label = row[4] if len(row) == 5 else True
-    return box, parse_label(label, f"exemplar {str(row)[:80]} label")  # type: ignore
+        raise InputError(f"{what}: coordinates must be numbers") from None
+    return box, parse_label(row[4] if len(row) == 5 else True, f"{what} label")  # type: ignore
 
 
 def clip_exemplars(exemplars: list[Exemplar], width: int, height: int) -> list[Exemplar]:

@@ -60,14 +60,19 @@ class BatchImage(Strict):
     image_id: Optional[str] = None  # an id from POST /v1/images
 
 
-class BatchRequest(Strict):
-    images: list[BatchImage] = Field(min_length=1)
+class SegmentOptions(Strict):
+    """What every JSON segment request carries (the phrases and how to answer)."""
+
     text: list[str] = Field(default_factory=list)
-    exemplars: list[ExemplarRow] = Field(default_factory=list)
+    exemplars: list[ExemplarRow] = Field(default_factory=list)  # applied to every phrase
     threshold: float = 0.5
     format: Format = "rle"
     max_instances: int = Field(100, ge=0)
-    tolerance: float = Field(1.0, ge=0)
+    tolerance: float = Field(1.0, ge=0)  # polygon simplification, pixels
+
+
+class BatchRequest(SegmentOptions):
+    images: list[BatchImage] = Field(min_length=1)
 
 
 class BatchItem(BaseModel):
@@ -88,13 +93,8 @@ class ImageUploadResponse(BaseModel):
     cached: bool
 
 
-class ImageSegmentRequest(Strict):
-    text: list[str] = Field(default_factory=list)
-    exemplars: list[ExemplarRow] = Field(default_factory=list)
-    threshold: float = 0.5
-    format: Format = "rle"
-    max_instances: int = Field(100, ge=0)
-    tolerance: float = Field(1.0, ge=0)
+class ImageSegmentRequest(SegmentOptions):
+    pass
 
 
 class ImageSegmentResponse(BaseModel):
