@@ -5,7 +5,6 @@ in-process."""
 
 from __future__ import annotations
 
-import base64
 import io
 import struct
 import time

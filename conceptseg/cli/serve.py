@@ -90,7 +90,8 @@ def cmd_serve(args) -> int:
     device = resolve_device(args.device)
     model, info = load_serving_model(args.checkpoint, device)
     # only here: the web framework is an optional extra, imported once the flags are checked
-    from ..serve.app import build_context, create_app
+    from ..serve.app import create_app
+    from ..serve.context import build_context
 
     ctx = build_context(model, limits, model_info={**info, "precision": args.precision},
                         precision=args.precision, api_key=args.api_key, cors=args.cors,
