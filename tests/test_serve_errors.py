@@ -19,7 +19,9 @@ from PIL import Image
 
 from conceptseg.cli import build_parser
 from conceptseg.errors import ServeError
+from conceptseg.inference.results import Prediction
 from conceptseg.serve.service import Job, Service
+from conceptseg.serve.sessions import ImageEntry
 
 from .serve_helpers import EXAMPLES, ServerProcess
 
@@ -31,7 +33,7 @@ ORIGIN = "http://annotator.example"
 @pytest.fixture(scope="module")
 def server():
     with ServerProcess("--api-key", KEY, "--queue-depth", "1", "--session-ttl", str(TTL),
-                       "--max-upload-mb", "1", "--cors", ORIGIN) as srv:
+                       "--max-upload-mb", "1", "--cors", ORIGIN, "--max-sessions", "2") as srv:
         yield srv
 
 
@@ -144,10 +146,16 @@ def test_unknown_and_expired_sessions(client):
     iid = client.post("/v1/images", files={"image": ("n.png", noise_png(99), "image/png")}
                       ).json()["image_id"]
     assert client.post(f"/v1/images/{iid}/segment", json={"text": ["x"]}).status_code == 200
-    time.sleep(TTL + 1.0)
+    sid = client.post("/v1/videos", files={"video": ("c.mp4", (EXAMPLES / "clip.mp4")
+                                                     .read_bytes(), "video/mp4")}
+                      ).json()["session_id"]
+    time.sleep(TTL + 1.5)
     msg = check_error(client.post(f"/v1/images/{iid}/segment", json={"text": ["x"]}), 404,
                       "unknown_session")
     assert "expired" in msg
+    check_error(client.post(f"/v1/videos/{sid}/prompts", json={"text": "red object"}), 404,
+                "unknown_session")
+    assert 'conceptseg_sessions{kind="video"} 0.0' in client.get("/metrics").text
 
 
 def test_bad_video_input(client):
@@ -168,7 +176,16 @@ def test_bad_video_input(client):
     check_error(client.post(f"/v1/videos/{sid}/propagate", json={"direction": "sideways"}),
                 422, "invalid_request")
     check_error(client.delete(f"/v1/videos/{sid}/objects/12345"), 422, "invalid_input")
-    assert client.delete(f"/v1/videos/{sid}").status_code == 200
+    # the uploaded file's name is never used as a path on the server
+    other = client.post("/v1/videos", files={"video": ("../../x/evil.mp4", (EXAMPLES / "clip.mp4")
+                                                       .read_bytes(), "video/mp4")})
+    assert other.status_code == 200, other.text
+    full = client.post("/v1/videos", files={"video": ("c.mp4", (EXAMPLES / "clip.mp4")
+                                                      .read_bytes(), "video/mp4")})
+    check_error(full, 429, "too_many_sessions")
+    assert int(full.headers["retry-after"]) >= 1
+    for s in (sid, other.json()["session_id"]):
+        assert client.delete(f"/v1/videos/{s}").status_code == 200
 
 
 def test_api_key(server):
@@ -234,5 +251,42 @@ def test_service_timeout_cancels_and_depth_limit():
 
         asyncio.run(main())
         assert ran == []  # the timed-out job still waiting was cancelled, never run
+    finally:
+        service.close()
+
+
+class RecordingPredictor:
+    """Stands in for an ImagePredictor: records each predict call's phrases."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, text, exemplars=(), threshold=0.5, max_instances=None):
+        self.calls.append((list(text), threshold, max_instances))
+        return [Prediction(t, torch.zeros(0, 8, 8, dtype=torch.bool), torch.zeros(0, 4),
+                           torch.zeros(0), 0.1, (8, 8)) for t in text]
+
+
+def test_service_batches_phrases_waiting_on_the_same_image():
+    import asyncio
+
+    service = Service(torch.nn.Linear(1, 1), timeout=5, queue_depth=8)
+    entry = ImageEntry("abc", "abc", RecordingPredictor(), 8, 8)
+    try:
+        async def main():
+            busy = asyncio.ensure_future(service.run(lambda: time.sleep(0.3)))
+            await asyncio.sleep(0.05)  # the worker is busy: the next jobs wait together
+            asks = [(["a"], 0.5, 3), (["b", "a"], 0.5, 5), (["x"], 0.7, None), (["c"], 0.5, 1)]
+            got = await asyncio.gather(*[service.segment(entry, t, [], th, m)
+                                         for t, th, m in asks])
+            await busy
+            return asks, got
+
+        asks, got = asyncio.run(main())
+        for (texts, _, _), preds in zip(asks, got):
+            assert [p.text for p in preds] == texts
+        assert entry.predictor.calls == [(["a", "b", "c"], 0.5, 5), (["x"], 0.7, None)]
+        assert service.queue.batched == 2
+        assert set(entry.predictions) == {"a", "b", "c", "x"}
     finally:
         service.close()
