@@ -81,7 +81,7 @@ export async function upload(path, field, file) {
   return (await send("POST", path, form, true)).json();
 }
 
-// POST a JSON body and call onLine(object) for every NDJSON line as it arrives; resolves with
+// POST a JSON body and call onLine(object) for every frame line as it arrives; resolves with
 // the last line ({"done": true, ...}). An {"error": ...} line rejects with an ApiError.
 export async function postStream(path, body, onLine, signal) {
   let res;
@@ -103,7 +103,7 @@ export async function postStream(path, body, onLine, signal) {
     if (obj.error) throw new ApiError(res.status, obj.error.code || "stream_error",
       obj.error.message || "the stream failed");
     last = obj;
-    onLine(obj);
+    if (!obj.done) onLine(obj);
   };
   for (;;) {
     const { value, done } = await reader.read();
