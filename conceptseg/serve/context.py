@@ -57,8 +57,12 @@ class Context:
                       fmt: str, max_instances: int, tolerance: float) -> list[dict]:
         ex = clip_exemplars(exemplars, entry.width, entry.height)
         preds = await self.service.segment(entry, texts, ex, threshold, max_instances)
-        return await run_in_threadpool(lambda: [
-            phrase_result(p, fmt, tolerance, max_instances=max_instances) for p in preds])
+
+        def finish():  # off the model's worker: serialising and RLE for later refines
+            for p in preds:
+                entry.remember(p)
+            return [phrase_result(p, fmt, tolerance, max_instances=max_instances) for p in preds]
+        return await run_in_threadpool(finish)
 
     def check_segment_args(self, texts, has_exemplars: bool, threshold: float, fmt: str,
                            max_instances: int) -> list:

@@ -90,7 +90,7 @@ def image_routes(ctx) -> APIRouter:
             if req.instance.id >= len(pred):
                 raise InputError(f"instance {req.instance.id} not found: the last segment of "
                                  f"{req.instance.text[:80]!r} found {len(pred)}")
-            instance = (pred, req.instance.id)
+            instance = (pred.instance(req.instance.id), 0)
         mask_input = None
         if req.mask_input_id is not None:
             mask_input = entry.refinements.get(req.mask_input_id)

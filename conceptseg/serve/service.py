@@ -130,8 +130,6 @@ class InferenceQueue:
                                               threshold=first.threshold, max_instances=cap)
         by_text = dict(zip(texts, preds))
         self.batched += len(group) - 1
-        for p in preds:
-            first.entry.remember(p)
         for j in group:
             j.future.set_result([by_text[t] for t in j.texts])
 
@@ -175,12 +173,8 @@ class Service:
         same image are batched. ``texts == [None]``: exemplars only (not batched)."""
         ex = tuple((tuple(b), bool(p)) for b, p in exemplars)
         if texts == [None]:
-            def alone():
-                pred = entry.predictor.predict(text=None, exemplars=ex, threshold=threshold,
-                                               max_instances=max_instances)
-                entry.remember(pred)
-                return [pred]
-            return await self.run(alone)
+            return await self.run(lambda: [entry.predictor.predict(
+                text=None, exemplars=ex, threshold=threshold, max_instances=max_instances)])
         job = Job(None, entry=entry, texts=list(texts), key=(entry.image_id, ex, threshold),
                   exemplars=ex, threshold=threshold, max_instances=max_instances)
         return await self.wait(self.queue.submit(job))

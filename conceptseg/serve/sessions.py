@@ -24,13 +24,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..errors import ServeError
 from ..inference.image import ImagePredictor
 from ..inference.results import Prediction
 from ..inference.video import VideoSession
+from ..ops.masks import rle_decode, rle_encode
 
 IMAGE_ID_CHARS = 16  # hex digits of the sha256 used as an image id
-KEPT_PREDICTIONS = 64  # per image session: last result per phrase, for refine by instance
+KEPT_PREDICTIONS = 32  # per image session: last result per phrase (as RLE), for refine by instance
 KEPT_REFINEMENTS = 16  # per image session: low-res logits of recent refines (mask_input_id)
 
 
@@ -49,22 +52,50 @@ class ImageEntry:
     width: int
     height: int
     last_used: float = field(default_factory=time.monotonic)  # monotonic seconds
-    predictions: OrderedDict = field(default_factory=OrderedDict)  # text -> last Prediction
+    predictions: OrderedDict = field(default_factory=OrderedDict)  # text -> StoredPrediction
     refinements: OrderedDict = field(default_factory=OrderedDict)  # refine_id -> logits (h x w)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards the two dicts above
 
     def remember(self, pred: Prediction) -> None:
+        """Keep ``pred`` (masks as COCO RLE: a few bytes each) for refine by instance."""
+        stored = StoredPrediction(pred.text, rle_encode(pred.masks), pred.boxes, pred.scores,
+                                  pred.presence, pred.image_size, pred.image_id)
         key = pred.text or ""
-        self.predictions[key] = pred
-        self.predictions.move_to_end(key)
-        while len(self.predictions) > KEPT_PREDICTIONS:
-            self.predictions.popitem(last=False)
+        with self.lock:
+            self.predictions[key] = stored
+            self.predictions.move_to_end(key)
+            while len(self.predictions) > KEPT_PREDICTIONS:
+                self.predictions.popitem(last=False)
 
     def remember_refine(self, logits) -> str:
         rid = secrets.token_hex(8)
-        self.refinements[rid] = logits
-        while len(self.refinements) > KEPT_REFINEMENTS:
-            self.refinements.popitem(last=False)
+        with self.lock:
+            self.refinements[rid] = logits
+            while len(self.refinements) > KEPT_REFINEMENTS:
+                self.refinements.popitem(last=False)
         return rid
+
+
+@dataclass
+class StoredPrediction:
+    """A :class:`Prediction` kept compactly between requests (masks as COCO RLE)."""
+
+    text: str | None  # the prompt
+    rles: list  # COCO RLE per instance
+    boxes: torch.Tensor  # N x 4 pixel xyxy
+    scores: torch.Tensor  # N
+    presence: float
+    image_size: tuple[int, int]  # (height, width)
+    image_id: str | None  # the predictor's image fingerprint
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def instance(self, i: int) -> Prediction:
+        """Instance ``i`` alone, as a one-instance Prediction (its mask decoded)."""
+        return Prediction(self.text, rle_decode(self.rles[i:i + 1]).bool(), self.boxes[i:i + 1],
+                          self.scores[i:i + 1], self.presence, self.image_size,
+                          image_id=self.image_id)
 
 
 class ImageSessions:
