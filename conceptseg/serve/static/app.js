@@ -207,6 +207,7 @@ function selectTab(which) {
     $(t).tabIndex = on ? 0 : -1;
     $(p).hidden = !on;
   }
+  window.dispatchEvent(new Event("resize")); // fit the shown tab's canvas
 }
 for (const [t] of tabs) $(t).addEventListener("click", () => selectTab(t));
 $("tab-image").addEventListener("keydown", (e) => {

@@ -3,7 +3,7 @@
 // drag = exemplar box (shift-drag or the toggle = negative), click = select an instance, then
 // clicks add refine points (shift-click or right-click = negative).
 
-import { colour, drawBox, maskOverlay } from "./masks.js";
+import { colour, drawBox, fitCanvas, maskOverlay } from "./masks.js";
 
 const DRAG_PX = 5; // screen pixels before a press becomes a drag
 
@@ -23,6 +23,7 @@ export class ImageView {
     canvas.addEventListener("pointermove", (e) => this.move(e));
     canvas.addEventListener("pointerup", (e) => this.up(e));
     canvas.addEventListener("pointercancel", () => { this.press = null; this.draw(); });
+    window.addEventListener("resize", () => { fitCanvas(canvas); this.draw(); });
     canvas.addEventListener("contextmenu", (e) => {
       e.preventDefault();
       if (this.tab.selected) {
@@ -36,6 +37,7 @@ export class ImageView {
     const im = this.tab.image;
     this.canvas.width = im ? im.width : 640;
     this.canvas.height = im ? im.height : 360;
+    fitCanvas(this.canvas);
   }
 
   // pointer position in image pixels (the canvas is CSS-scaled to fit)

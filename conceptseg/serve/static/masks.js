@@ -1,4 +1,4 @@
-// Masks on the page: COCO RLE decoded in JS (pycocotools' compressed string or a counts list,
+// Masks and drawing on the page: COCO RLE decoded in JS (pycocotools' compressed string or a counts list,
 // column-major), one colour per instance, and a cached overlay canvas per mask so that a
 // redraw (threshold slider, selection) is a few drawImage calls.
 
@@ -114,10 +114,11 @@ export function drawBox(ctx, box, rgb, label, opts) {
     const tw = ctx.measureText(label).width + 6 * scale;
     const th = 16 * scale;
     const ty = y0 - th >= 0 ? y0 - th : y0;
+    const tx = Math.max(0, Math.min(x0, ctx.canvas.width - tw)); // keep the tag on the canvas
     ctx.fillStyle = css(rgb, 0.9);
-    ctx.fillRect(x0, ty, tw, th);
+    ctx.fillRect(tx, ty, tw, th);
     ctx.fillStyle = textOn(rgb);
-    ctx.fillText(label, x0 + 3 * scale, ty + 12 * scale);
+    ctx.fillText(label, tx + 3 * scale, ty + 12 * scale);
   }
   ctx.restore();
 }
@@ -125,4 +126,18 @@ export function drawBox(ctx, box, rgb, label, opts) {
 // Black or white text, whichever reads better on the colour.
 export function textOn(rgb) {
   return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 150 ? "#111" : "#fff";
+}
+
+// Size a canvas on screen to fill its stage (up to 3x its pixels), keeping its aspect ratio,
+// so that pointer positions map to pixels by one scale factor.
+export function fitCanvas(canvas) {
+  const stage = canvas.parentElement;
+  if (!stage.clientWidth) return; // a hidden tab: fitted when shown
+  const pad = 16;
+  const top = stage.getBoundingClientRect().top + window.scrollY;
+  const aw = Math.max(100, stage.clientWidth - pad);
+  const ah = Math.max(200, window.innerHeight - top - pad - (stage.querySelector(".player") ? 56 : 16));
+  const k = Math.min(aw / canvas.width, ah / canvas.height, 3);
+  canvas.style.width = `${Math.floor(canvas.width * k)}px`;
+  canvas.style.height = `${Math.floor(canvas.height * k)}px`;
 }

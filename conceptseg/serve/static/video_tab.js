@@ -3,7 +3,7 @@
 // play the frames back with the tracked masks and ids, remove objects, close the session.
 
 import { ApiError, del, fetchBlobURL, headers, postJSON, postStream, upload } from "./api.js";
-import { colour, decodeRLE, drawBox, maskOverlay } from "./masks.js";
+import { colour, decodeRLE, drawBox, fitCanvas, maskOverlay } from "./masks.js";
 
 export class VideoTab {
   constructor(el, ui) {
@@ -18,6 +18,7 @@ export class VideoTab {
     this.stream = null; // AbortController of a running propagation
     this.ctx = el.canvas.getContext("2d");
     window.addEventListener("pagehide", () => this.closeQuietly());
+    window.addEventListener("resize", () => { if (this.video) { fitCanvas(el.canvas); this.draw(); } });
   }
 
   async open(file) {
@@ -34,6 +35,7 @@ export class VideoTab {
       this.el.canvas.width = r.width;
       this.el.canvas.height = r.height;
       this.el.canvas.dataset.sessionId = r.session_id;
+      fitCanvas(this.el.canvas);
       this.el.frame.max = String(r.num_frames - 1);
       this.status(`${file.name}: ${r.num_frames} frames, ${r.width}×${r.height}, ` +
         `${(r.fps || 0).toFixed(1)} fps — type a phrase and prompt`);
