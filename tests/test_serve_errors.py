@@ -113,6 +113,14 @@ def test_bad_segment_input(client, name, data, form, status, code, words):
 def test_upload_bytes_limit(client):
     check_error(seg(client, b"\0" * (2 * 2 ** 20)), 413, "too_large")
 
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b" " * 65536
+
+    r = client.post("/v1/segment/batch", content=chunks(),
+                    headers={"content-type": "application/json"})
+    check_error(r, 413, "too_large")
+
 
 def test_bad_json_bodies(client):
     iid = client.post("/v1/images", files={"image": ("s.png", scene(), "image/png")}

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ServeError
@@ -30,9 +31,35 @@ from .videos import video_routes
 STATIC_DIR = Path(__file__).parent / "static"  # the web page (written by the web helper)
 
 
+class BodyLimit:
+    """Counts a request body's bytes as they arrive: past the limit the request fails with 413,
+    also for a body sent without Content-Length (chunked), before it is all spooled."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, f"request body is above the limit of "
+                                                 f"{self.max_bytes:,} bytes (--max-upload-mb)")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def install_middleware(app: FastAPI, ctx: Context) -> None:
     """API key, body size by Content-Length, metrics; then CORS when origins are given."""
     limit = ctx.limits.max_upload_bytes
+    app.add_middleware(BodyLimit, max_bytes=limit)  # inside the front middleware below
 
     @app.middleware("http")
     async def _front(request: Request, call_next):
