@@ -246,6 +246,17 @@ def test_video_phrases_replace(client):
         else:
             assert added.status_code == 422 and "not supported yet" in added.text
         assert red["objects"]
+        # exemplars (a box partly outside the frame is clipped), then a click on frame 2
+        box = red["objects"][0]["box_xyxy"]
+        ex = client.post(f"/v1/videos/{sid}/prompts", json={
+            "frame": 0, "exemplars": [[box[0] - 30, box[1] - 30, box[2], box[3], "pos"]]})
+        assert ex.status_code == 200, ex.text
+        click = client.post(f"/v1/videos/{sid}/prompts", json={
+            "frame": 2, "points": [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]],
+            "labels": [1]})
+        assert click.status_code == 200, click.text
+        assert click.json()["frame"] == 2
+        assert any(o["phrase"] is None for o in click.json()["objects"])
     finally:
         client.delete(f"/v1/videos/{sid}")
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 
 from .. import __version__
+from ..build import build_video_model
 from ..checkpoint import default_weights_path, describe, load
+from ..config import PRESETS
 from ..errors import InputError, NoTrackerError, require
 from ..runtime import resolve_device
 from ..serve.limits import Limits
@@ -24,6 +26,9 @@ DEFAULTS = Limits()
 def register(sub) -> None:
     s = sub.add_parser("serve", help="serve the model over HTTP (JSON API, web page, metrics)")
     s.add_argument("--checkpoint", help="model checkpoint (any layout); default: the shipped model")
+    s.add_argument("--random-weights", metavar="CONFIG",
+                   help="benchmarking only: a model of this preset (e.g. sam3) with random "
+                        "weights instead of a checkpoint")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (not health)")
@@ -68,19 +73,25 @@ def limits_from_args(args) -> Limits:
                   max_prompt_chars=args.max_prompt_chars)
 
 
-def load_serving_model(path, device):
+def load_serving_model(path, device, random_config: str | None = None):
     """The video model (detector + tracker) when the checkpoint has a tracker, else the image
-    model; plus GET /v1/model's description."""
-    info = describe(path or default_weights_path())
-    try:
-        model = load(path, "video", device=device)
-    except NoTrackerError:
-        model = load(path, "image", device=device)
+    model (or a fresh model of ``random_config``); plus GET /v1/model's description."""
+    if random_config is not None:
+        if random_config not in PRESETS:
+            raise InputError(f"--random-weights must be one of {', '.join(PRESETS)}, got "
+                             f"{random_config!r}")
+        model, layout = build_video_model(random_config, seed=0).to(device), "random"
+    else:
+        layout = describe(path or default_weights_path())["layout"]
+        try:
+            model = load(path, "video", device=device)
+        except NoTrackerError:
+            model = load(path, "image", device=device)
     detector = getattr(model, "detector", model)
-    return model, {"layout": info["layout"], "config": detector.config.name,
+    return model, {"layout": layout, "config": detector.config.name,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "device": str(device), "has_tracker": hasattr(model, "tracker"),
-                   "shipped": path is None, "image_size": detector.config.vision.image_size}
+                   "shipped": path is None and random_config is None, "image_size": detector.config.vision.image_size}
 
 
 def cmd_serve(args) -> int:
@@ -88,7 +99,9 @@ def cmd_serve(args) -> int:
     require("fastapi", "serve")
     limits = limits_from_args(args)  # everything cheap before the model
     device = resolve_device(args.device)
-    model, info = load_serving_model(args.checkpoint, device)
+    if args.random_weights and args.checkpoint:
+        raise InputError("give --checkpoint or --random-weights, not both")
+    model, info = load_serving_model(args.checkpoint, device, args.random_weights)
     # only here: the web framework is an optional extra, imported once the flags are checked
     from ..serve.app import create_app
     from ..serve.context import build_context
