@@ -297,3 +297,26 @@ def test_service_batches_phrases_waiting_on_the_same_image():
         assert service.queue.batched == 2
     finally:
         service.close()
+
+
+def test_unexpected_error_is_a_json_500_without_traceback():
+    from fastapi.testclient import TestClient
+
+    from conceptseg.build import build_video_model
+    from conceptseg.serve.app import create_app
+    from conceptseg.serve.context import build_context
+    from conceptseg.serve.limits import Limits
+
+    ctx = build_context(build_video_model("test", seed=0), Limits(), model_info={})
+
+    async def broken(data):
+        raise RuntimeError("secret internal detail")
+
+    ctx.encode = broken
+    with TestClient(create_app(ctx), raise_server_exceptions=False) as c:
+        r = c.post("/v1/images", files={"image": ("x.png", scene(), "image/png")})
+        msg = check_error(r, 500, "internal_error")
+        assert "secret" not in msg and "secret" not in r.text
+        check_error(c.get("/v1/nothing-here"), 404, "not_found")
+        check_error(c.put("/v1/health"), 405, "method_not_allowed")
+    assert not ctx.tmp_root.exists()  # the server's clip directory is removed at shutdown
