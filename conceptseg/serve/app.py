@@ -104,7 +104,10 @@ def create_app(ctx: Context) -> FastAPI:
             reaper.cancel()
             shutdown(ctx)
 
-    app = FastAPI(title="conceptseg", version=__version__, lifespan=lifespan,
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN (the schema stays at
+    # /openapi.json); nothing the server serves fetches from the internet
+    app = FastAPI(title="conceptseg", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Promptable concept segmentation (SAM 3) over HTTP: docs/API.md")
     app.state.ctx = ctx
     install_errors(app)

@@ -42,7 +42,7 @@ class Context:
 
     async def encode(self, data: bytes) -> tuple[ImageEntry, bool]:
         """The cached encoding of an uploaded image (by content hash), encoding it once."""
-        sha = hashlib.sha256(data).hexdigest()
+        sha = await run_in_threadpool(lambda: hashlib.sha256(data).hexdigest())
         image_id = sha[:16]
         entry = self.images.peek(image_id)
         if entry is not None:
