@@ -24,6 +24,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = ROOT / "docs" / "web_page.png"
 WAIT_MS = 30_000  # the longest any one step of the page may take
+STREAM_MS = 120_000  # the whole propagation of the example clip (seconds on an idle CPU)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's /usr/bin/chromium is absent (.ci/run installs it)")
@@ -138,6 +139,17 @@ def test_image_tab_segment_exemplar_refine_delete_coco(page, tmp_path):
     pg.wait_for_function("document.querySelector('[data-testid=status]').textContent"
                          ".includes(' ms')")
     assert legend_instances(pg) != before and pg.evaluate(CHANGED_PIXELS, ["diff"]) > 500
+    # shift-drag: a negative exemplar joins the positive one; × removes it again
+    pg.keyboard.down("Shift")
+    with pg.expect_response("**/segment") as seg3:
+        drag(pg, (10, 10), (60, 60))
+    pg.keyboard.up("Shift")
+    assert [e[4] for e in json.loads(seg3.value.request.post_data)["exemplars"]] == ["pos", "neg"]
+    expect(pg.get_by_test_id("remove-exemplar")).to_have_count(2)
+    with pg.expect_response("**/segment") as seg4:
+        pg.get_by_test_id("remove-exemplar").nth(1).click()
+    assert json.loads(seg4.value.request.post_data)["exemplars"] == body["exemplars"]
+    expect(pg.get_by_test_id("remove-exemplar")).to_have_count(1)
 
     # click an instance to select it, click again to add a positive point: refined
     tri = next(r for r in results if r["text"] == "striped red triangle")["instances"][0]
@@ -211,7 +223,7 @@ def test_video_tab_prompt_propagate_play(page):
                          ".dataset.drawn) >= 1")
     pg.get_by_test_id("video-propagate").click()
     pg.wait_for_function("document.querySelector('[data-testid=video-canvas]').dataset.propagated"
-                         f" === '{frames}'")
+                         f" === '{frames}'", timeout=STREAM_MS)
     assert pg.get_by_test_id("video-progress").evaluate("el => el.value") == frames
     expect(pg.get_by_test_id("video-status")).to_contain_text(f"tracked {frames} frames")
     pg.get_by_test_id("video-play").click()

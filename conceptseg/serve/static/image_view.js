@@ -3,7 +3,7 @@
 // drag = exemplar box (shift-drag or the toggle = negative), click = select an instance, then
 // clicks add refine points (shift-click or right-click = negative).
 
-import { colour, drawBox, fitCanvas, maskOverlay } from "./masks.js";
+import { colour, drawBox, drawOverlay, fitCanvas, imageTransform, maskOverlay } from "./masks.js";
 
 const DRAG_PX = 5; // screen pixels before a press becomes a drag
 
@@ -23,7 +23,9 @@ export class ImageView {
     canvas.addEventListener("pointermove", (e) => this.move(e));
     canvas.addEventListener("pointerup", (e) => this.up(e));
     canvas.addEventListener("pointercancel", () => { this.press = null; this.draw(); });
-    window.addEventListener("resize", () => { fitCanvas(canvas); this.draw(); });
+    this.w = 640; // the image's size: the canvas shows it scaled to fit
+    this.h = 360;
+    window.addEventListener("resize", () => this.resize());
     canvas.addEventListener("contextmenu", (e) => {
       e.preventDefault();
       if (this.tab.selected) {
@@ -35,23 +37,19 @@ export class ImageView {
 
   resize() {
     const im = this.tab.image;
-    this.canvas.width = im ? im.width : 640;
-    this.canvas.height = im ? im.height : 360;
-    fitCanvas(this.canvas);
+    this.w = im ? im.width : 640;
+    this.h = im ? im.height : 360;
+    fitCanvas(this.canvas, this.w, this.h);
+    this.draw();
   }
 
   // pointer position in image pixels (the canvas is CSS-scaled to fit)
   point(e) {
     const r = this.canvas.getBoundingClientRect();
     return {
-      x: Math.max(0, Math.min(this.canvas.width, (e.clientX - r.left) * this.canvas.width / r.width)),
-      y: Math.max(0, Math.min(this.canvas.height, (e.clientY - r.top) * this.canvas.height / r.height)),
+      x: Math.max(0, Math.min(this.w, (e.clientX - r.left) * this.w / r.width)),
+      y: Math.max(0, Math.min(this.h, (e.clientY - r.top) * this.h / r.height)),
     };
-  }
-
-  scale() {
-    const r = this.canvas.getBoundingClientRect();
-    return r.width ? this.canvas.width / r.width : 1;
   }
 
   down(e) {
@@ -95,6 +93,7 @@ export class ImageView {
     }
     const hit = this.hit(p.x, p.y);
     if (hit) tab.select(hit.concept, hit.inst);
+    else if (tab.concepts.length) tab.status("no instance here: click one to refine it, or drag a box to add an exemplar");
   }
 
   // the shown instance under (x, y): the smallest mask containing the point, else the
@@ -129,10 +128,9 @@ export class ImageView {
 
   paint() {
     const { ctx, canvas, tab } = this;
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const s = imageTransform(ctx, this.w, this.h);
     if (!tab.image) return;
-    ctx.drawImage(tab.image.bitmap, 0, 0, canvas.width, canvas.height);
-    const s = this.scale();
+    ctx.drawImage(tab.image.bitmap, 0, 0, this.w, this.h);
     const sel = tab.selected;
     const multi = tab.concepts.length > 1;
     let drawn = 0;
@@ -142,10 +140,11 @@ export class ImageView {
         const rgb = instanceColour(ci, inst);
         if (inst.overlay === undefined) inst.overlay = inst.mask ? maskOverlay(inst.mask, rgb) : null;
         ctx.globalAlpha = sel && sel.inst !== inst ? 0.3 : 1;
-        if (inst.overlay) ctx.drawImage(inst.overlay.canvas, inst.overlay.x, inst.overlay.y);
+        if (inst.overlay) drawOverlay(ctx, inst.overlay);
         const label = `${multi ? concept.label + " " : ""}#${inst.id} ${inst.score.toFixed(2)}` +
           (inst.refined ? " ✎" : "");
-        drawBox(ctx, inst.box, rgb, label, { scale: s, selected: sel && sel.inst === inst });
+        drawBox(ctx, inst.box, rgb, label, { scale: s, width: this.w,
+          selected: sel && sel.inst === inst });
         drawn++;
       }
     });
@@ -154,7 +153,7 @@ export class ImageView {
     if (active) {
       for (const ex of active.exemplars) {
         drawBox(ctx, ex.box, ex.positive ? [30, 200, 60] : [230, 40, 40],
-          ex.positive ? "+ exemplar" : "− exemplar", { scale: s, dashed: true });
+          ex.positive ? "+ exemplar" : "− exemplar", { scale: s, width: this.w, dashed: true });
       }
     }
     for (const p of tab.points) {

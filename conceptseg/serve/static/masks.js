@@ -98,7 +98,9 @@ export function maskOverlay(mask, rgb) {
   return { canvas, x: x0, y: y0 };
 }
 
-// Draw a labelled box: outline in the colour, a filled tag with white text above it.
+// Draw a labelled box in image pixels: outline in the colour, a filled tag above it.
+// opts: scale (image pixels per CSS pixel), width (the image's, to keep the tag on it),
+// selected (thicker), dashed.
 export function drawBox(ctx, box, rgb, label, opts) {
   const o = opts || {};
   const [x0, y0, x1, y1] = box;
@@ -110,11 +112,11 @@ export function drawBox(ctx, box, rgb, label, opts) {
   ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
   if (label) {
     ctx.setLineDash([]);
-    ctx.font = `${Math.round(12 * scale)}px system-ui, sans-serif`;
+    ctx.font = `${12 * scale}px system-ui, sans-serif`;
     const tw = ctx.measureText(label).width + 6 * scale;
     const th = 16 * scale;
     const ty = y0 - th >= 0 ? y0 - th : y0;
-    const tx = Math.max(0, Math.min(x0, ctx.canvas.width - tw)); // keep the tag on the canvas
+    const tx = Math.max(0, Math.min(x0, (o.width || Infinity) - tw)); // keep the tag on the image
     ctx.fillStyle = css(rgb, 0.9);
     ctx.fillRect(tx, ty, tw, th);
     ctx.fillStyle = textOn(rgb);
@@ -128,16 +130,41 @@ export function textOn(rgb) {
   return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 150 ? "#111" : "#fff";
 }
 
-// Size a canvas on screen to fill its stage (up to 3x its pixels), keeping its aspect ratio,
-// so that pointer positions map to pixels by one scale factor.
-export function fitCanvas(canvas) {
+// Size a canvas on screen to fill its stage (up to 3x the w x h image), keeping the aspect
+// ratio, with a backing store of the displayed device pixels (crisp outlines and labels).
+export function fitCanvas(canvas, w, h) {
   const stage = canvas.parentElement;
-  if (!stage.clientWidth) return; // a hidden tab: fitted when shown
+  if (!stage.clientWidth) { // a hidden tab: fitted again when shown
+    canvas.width = w; canvas.height = h;
+    return;
+  }
   const pad = 16;
   const top = stage.getBoundingClientRect().top + window.scrollY;
   const aw = Math.max(100, stage.clientWidth - pad);
   const ah = Math.max(200, window.innerHeight - top - pad - (stage.querySelector(".player") ? 56 : 16));
-  const k = Math.min(aw / canvas.width, ah / canvas.height, 3);
-  canvas.style.width = `${Math.floor(canvas.width * k)}px`;
-  canvas.style.height = `${Math.floor(canvas.height * k)}px`;
+  const k = Math.min(aw / w, ah / h, 3);
+  const cssW = Math.max(1, Math.floor(w * k)), cssH = Math.max(1, Math.floor(h * k));
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.width = `${cssW}px`;
+  canvas.style.height = `${cssH}px`;
+  canvas.width = Math.round(cssW * dpr);
+  canvas.height = Math.round(cssH * dpr);
+}
+
+// Clear the canvas and map image pixels (w x h) onto it; returns image pixels per CSS pixel
+// (the scale of line widths and fonts given in CSS pixels).
+export function imageTransform(ctx, w, h) {
+  const c = ctx.canvas;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, c.width, c.height);
+  ctx.setTransform(c.width / w, 0, 0, c.height / h, 0, 0);
+  const r = c.getBoundingClientRect();
+  return r.width ? w / r.width : 1;
+}
+
+// Draw a mask overlay (from maskOverlay) pixel-sharp at any zoom.
+export function drawOverlay(ctx, overlay) {
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(overlay.canvas, overlay.x, overlay.y);
+  ctx.imageSmoothingEnabled = true;
 }

@@ -3,7 +3,8 @@
 // play the frames back with the tracked masks and ids, remove objects, close the session.
 
 import { ApiError, del, fetchBlobURL, headers, postJSON, postStream, upload } from "./api.js";
-import { colour, decodeRLE, drawBox, fitCanvas, maskOverlay } from "./masks.js";
+import { colour, decodeRLE, drawBox, drawOverlay, fitCanvas, imageTransform, maskOverlay }
+  from "./masks.js";
 
 export class VideoTab {
   constructor(el, ui) {
@@ -18,7 +19,9 @@ export class VideoTab {
     this.stream = null; // AbortController of a running propagation
     this.ctx = el.canvas.getContext("2d");
     window.addEventListener("pagehide", () => this.closeQuietly());
-    window.addEventListener("resize", () => { if (this.video) { fitCanvas(el.canvas); this.draw(); } });
+    window.addEventListener("resize", () => {
+      if (this.video) { fitCanvas(el.canvas, this.video.width, this.video.height); this.draw(); }
+    });
   }
 
   async open(file) {
@@ -32,10 +35,8 @@ export class VideoTab {
       const r = await upload("/v1/videos", "video", file);
       this.video = { id: r.session_id, num_frames: r.num_frames, fps: r.fps || 10,
         width: r.width, height: r.height, name: file.name };
-      this.el.canvas.width = r.width;
-      this.el.canvas.height = r.height;
       this.el.canvas.dataset.sessionId = r.session_id;
-      fitCanvas(this.el.canvas);
+      fitCanvas(this.el.canvas, r.width, r.height);
       this.el.frame.max = String(r.num_frames - 1);
       this.status(`${file.name}: ${r.num_frames} frames, ${r.width}×${r.height}, ` +
         `${(r.fps || 0).toFixed(1)} fps — type a phrase and prompt`);
@@ -84,6 +85,7 @@ export class VideoTab {
     let n = 0;
     this.el.progress.max = this.video.num_frames;
     this.el.progress.value = 0;
+    this.status(`tracking ${direction}…`);
     this.render();
     try {
       const last = await postStream(`/v1/videos/${this.video.id}/propagate`,
@@ -193,19 +195,24 @@ export class VideoTab {
   draw() {
     const { ctx } = this;
     const c = this.el.canvas;
-    ctx.clearRect(0, 0, c.width, c.height);
-    if (this.image && this.imageT === this.t) ctx.drawImage(this.image, 0, 0, c.width, c.height);
+    if (!this.video) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, c.width, c.height);
+      return;
+    }
+    const { width: w, height: h } = this.video;
+    const s = imageTransform(ctx, w, h);
+    if (this.image && this.imageT === this.t) ctx.drawImage(this.image, 0, 0, w, h);
     const objs = this.results.get(this.t) || [];
-    const s = c.getBoundingClientRect().width ? c.width / c.getBoundingClientRect().width : 1;
     for (const o of objs) {
       const rgb = colour(o.obj_id);
       if (o.overlay === undefined) {
         o.overlay = o.mask && o.mask.counts !== undefined ? maskOverlay(decodeRLE(o.mask), rgb) : null;
       }
-      if (o.overlay) ctx.drawImage(o.overlay.canvas, o.overlay.x, o.overlay.y);
+      if (o.overlay) drawOverlay(ctx, o.overlay);
       if (o.area > 0) {
         drawBox(ctx, o.box_xyxy, rgb, `${o.obj_id}${o.phrase ? " " + o.phrase : ""} ` +
-          `${o.score.toFixed(2)}`, { scale: s });
+          `${o.score.toFixed(2)}`, { scale: s, width: w });
       }
     }
     c.dataset.frame = String(this.t);
