@@ -2,12 +2,14 @@
 ``conceptseg serve`` subprocess on the shipped model. Image tab: open a shipped example, type
 concepts, instances drawn, threshold filtered locally, an exemplar box dragged, an instance
 refined by clicks, one deleted, COCO JSON downloaded and loaded by pycocotools. Video tab:
-upload, prompt, the NDJSON stream read to its end, playback drawn. API errors shown on the page.
+upload, prompt, the NDJSON stream read to its end, playback drawn. API errors shown on the
+page; an image dropped on the canvas.
 
 Set CONCEPTSEG_UPDATE_SCREENSHOT=1 to refresh docs/web_page.png (the README's screenshot)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -253,3 +255,17 @@ def test_api_errors_are_shown(page):
     pg.get_by_test_id("concept-input").fill("yellow object")
     pg.get_by_test_id("segment").click()  # no image yet: said on the page, nothing sent
     expect(pg.get_by_test_id("error")).to_contain_text("open an image first")
+    # an image dropped on the canvas: uploaded, and the concept typed before is segmented
+    data = base64.b64encode((EXAMPLES / "scene1.png").read_bytes()).decode()
+    transfer = pg.evaluate_handle("""(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'scene1.png', {type: 'image/png'}));
+      return dt; }""", data)
+    with pg.expect_response("**/segment") as seg:
+        pg.get_by_test_id("dropzone").dispatch_event("drop", {"dataTransfer": transfer})
+    assert json.loads(seg.value.request.post_data)["text"] == ["yellow object"]
+    expect(pg.get_by_test_id("image-canvas")).to_have_attribute("data-image-id",
+                                                                seg.value.json()["image_id"])
+    expect(pg.get_by_test_id("legend-concept")).to_contain_text("yellow object")
+    expect(pg.get_by_test_id("error")).to_be_hidden()

@@ -28,8 +28,10 @@ const ui = {
     const msg = err instanceof ApiError
       ? err.message + (err.status ? ` (${err.status} ${err.code})` : "")
       : String(err && err.message ? err.message : err);
-    $("error-text").textContent = msg;
+    $("error-text").textContent = msg +
+      (err instanceof ApiError && err.status === 401 ? " — enter the key under API key" : "");
     $("error").hidden = false;
+    if (err instanceof ApiError && err.status === 401) document.querySelector(".settings").open = true;
   },
   clearError() { $("error").hidden = true; },
   busy(on) {
@@ -53,15 +55,19 @@ $("image-file").addEventListener("change", (e) => {
   img.open(e.target.files[0]);
   e.target.value = "";
 });
-const stage = $("image-stage");
-stage.addEventListener("dragover", (e) => { e.preventDefault(); stage.classList.add("drop"); });
-stage.addEventListener("dragleave", () => stage.classList.remove("drop"));
-stage.addEventListener("drop", (e) => {
-  e.preventDefault();
-  stage.classList.remove("drop");
-  const f = e.dataTransfer.files && e.dataTransfer.files[0];
-  if (f) img.open(f);
-});
+dropTarget($("image-stage"), (f) => img.open(f));
+
+// drag-and-drop of a file onto a stage
+function dropTarget(stage, open) {
+  stage.addEventListener("dragover", (e) => { e.preventDefault(); stage.classList.add("drop"); });
+  stage.addEventListener("dragleave", () => stage.classList.remove("drop"));
+  stage.addEventListener("drop", (e) => {
+    e.preventDefault();
+    stage.classList.remove("drop");
+    const f = e.dataTransfer.files && e.dataTransfer.files[0];
+    if (f) open(f);
+  });
+}
 
 $("concept-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -169,6 +175,7 @@ $("video-file").addEventListener("change", (e) => {
   vid.open(e.target.files[0]);
   e.target.value = "";
 });
+dropTarget(document.querySelector("#panel-video .stage"), (f) => vid.open(f));
 $("video-form").addEventListener("submit", (e) => {
   e.preventDefault();
   vid.prompt($("video-phrase").value, $("video-add").checked);

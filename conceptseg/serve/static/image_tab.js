@@ -45,6 +45,9 @@ export class ImageTab {
     this.file = file;
     this.image = { id: null, width: bitmap.width, height: bitmap.height, name: file.name, bitmap };
     this.deselect();
+    // exemplar boxes belong to the old image: drop them (and a prompt made only of them)
+    this.concepts = this.concepts.filter((c) => c.text !== null);
+    this.active = Math.min(this.active, this.concepts.length - 1);
     for (const c of this.concepts) { c.instances = []; c.exemplars = []; c.presence = null; }
     this.view.resize();
     this.changed();
