@@ -91,7 +91,8 @@ def load_serving_model(path, device, random_config: str | None = None):
     return model, {"layout": layout, "config": detector.config.name,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "device": str(device), "has_tracker": hasattr(model, "tracker"),
-                   "shipped": path is None and random_config is None, "image_size": detector.config.vision.image_size}
+                   "shipped": path is None and random_config is None,
+                   "image_size": detector.config.vision.image_size}
 
 
 def cmd_serve(args) -> int:

@@ -21,6 +21,7 @@ from .sessions import ImageEntry, check_image_id
 def image_routes(ctx) -> APIRouter:
     """The routes, bound to a :class:`~.context.Context`."""
     app = APIRouter()
+
     @app.post("/v1/segment", response_model=S.SegmentResponse,
               responses={413: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}})
     async def segment(image: UploadFile = File(...), text: list[str] = Form([]),
@@ -50,7 +51,7 @@ def image_routes(ctx) -> APIRouter:
                                             req.max_instances, req.tolerance)
                 out.append({"index": i, "image_id": entry.image_id, "results": results})
             except ConceptSegError as e:  # this image's error; the others go on
-                status, code = error_of(e)
+                _, code = error_of(e)
                 out.append({"index": i, "error": {"code": code, "message": str(e)}})
         return {"results": out}
 

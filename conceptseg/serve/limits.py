@@ -56,7 +56,8 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
         raise too_large(f"image is refused before decoding: {str(e).split('(')[0].strip()} "
                        f"pixels is above the limit of {limits.max_pixels:,}") from None
     except Exception:
-        raise InputError("cannot decode image: not an image file (or an unsupported format)") from None
+        raise InputError("cannot decode image: not an image file (or an unsupported "
+                         "format)") from None
     with im:
         w, h = im.size
         if w * h > limits.max_pixels:
@@ -66,8 +67,8 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             im.load()
         except Exception as e:
-            raise InputError("cannot decode image (corrupt or truncated): "
-                             f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise InputError(f"cannot decode image (corrupt or truncated): {why}") from None
         return load_image(im)
 
 

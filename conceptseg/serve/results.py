@@ -128,4 +128,5 @@ def frame_objects(fr: FrameResult, fmt: str = "rle", tolerance: float = POLYGON_
     phrases = list(fr.phrases) if fr.phrases else [None] * len(fr)
     return [{"obj_id": int(fr.obj_ids[i]), "phrase": phrases[i], "score": float(fr.scores[i]),
              "box_xyxy": [float(v) for v in fr.boxes[i].tolist()], "area": a, "mask": m}
-            for i, a, m in zip(keep.tolist(), mask_areas(masks), encode_masks(masks, fmt, tolerance))]
+            for i, a, m in zip(keep.tolist(), mask_areas(masks),
+                               encode_masks(masks, fmt, tolerance))]

@@ -149,7 +149,8 @@ class Service:
         self._tokenizer = None  # built by the first image predictor, shared by the rest
 
     async def run(self, fn: Callable[[], object], force: bool = False):
-        """Run ``fn`` on the worker; its result, its exception, or a ServeError (429 queue full, 504 timeout)."""
+        """Run ``fn`` on the worker: its result or its exception, or a ServeError (429 queue
+        full, 504 timeout)."""
         return await self.wait(self.queue.submit(Job(fn), force=force))
 
     async def wait(self, future: Future):
