@@ -264,13 +264,17 @@ def main() -> int:
     p.add_argument("--full", action="store_true",
                    help="the full sam3 config with random weights instead of the shipped model")
     p.add_argument("--queue-depth", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="the server's per-request timeout, seconds (the clients wait twice that)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args()
-    flags = ["--queue-depth", str(args.queue_depth), "--device", args.device]
+    flags = ["--queue-depth", str(args.queue_depth), "--device", args.device,
+             "--timeout", str(args.timeout)]
     if args.full:
         flags += ["--random-weights", "sam3"]
-    s = bench(args.clients, args.duration, args.route or list(ROUTES), flags)
+    s = bench(args.clients, args.duration, args.route or list(ROUTES), flags,
+              timeout=2 * args.timeout)
     print(f"conceptseg serve ({'sam3 config, random weights' if args.full else 'shipped model'}"
           f", {args.device}), {args.clients} clients, {args.duration:g} s, queue depth "
           f"{args.queue_depth}\n")
