@@ -48,27 +48,35 @@ export class ImageTab {
     // exemplar boxes belong to the old image: drop them (and a prompt made only of them)
     this.concepts = this.concepts.filter((c) => c.text !== null);
     this.active = Math.min(this.active, this.concepts.length - 1);
-    for (const c of this.concepts) { c.instances = []; c.exemplars = []; c.presence = null; }
+    for (const c of this.concepts) {
+      c.instances = []; c.exemplars = []; c.presence = null;
+      c.gen++; // answers still on their way are for the old image
+    }
     this.view.resize();
     this.changed();
     this.status(`uploading ${file.name}…`);
     try {
-      await this.upload();
-    } catch (e) { this.ui.error(e); this.status(""); return; }
+      if (!await this.upload()) return; // superseded by a newer image
+    } catch (e) {
+      if (this.file === file) { this.ui.error(e); this.status(""); }
+      return;
+    }
     if (old && old.id && old.id !== this.image.id) del(`/v1/images/${old.id}`).catch(() => {});
     if (this.concepts.length) await this.segment(this.concepts); else this.status(
       `${file.name}: ${this.image.width}×${this.image.height}, encoded — type a concept`);
   }
 
+  // Upload the current file; false when another image was opened meanwhile.
   async upload() {
-    const t0 = performance.now();
+    const image = this.image;
     const r = await upload("/v1/images", "image", this.file);
-    this.image.id = r.image_id;
+    if (this.image !== image) return false;
+    image.id = r.image_id;
     // the server applies EXIF orientation as the browser does; its size is the truth
-    this.image.width = r.width; this.image.height = r.height;
+    image.width = r.width; image.height = r.height;
     this.el.canvas.dataset.imageId = r.image_id;
     this.view.resize();
-    this.uploadMs = performance.now() - t0;
+    return true;
   }
 
   // Run fn(); when the server has forgotten the image (expired, evicted), upload it again
