@@ -63,8 +63,10 @@ def peak_rss_mb(pid: int) -> float:
 def start_server(port: int, flags: list[str], log: Path, wait: float = 600.0) -> subprocess.Popen:
     """``conceptseg serve`` on 127.0.0.1:port, returned once /v1/health answers."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "conceptseg", "serve", "--port", str(port),
-                             *flags], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "conceptseg", "serve", "--port",
+                                 str(port), *flags], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     end = time.monotonic() + wait
     while time.monotonic() < end:
         if proc.poll() is not None:

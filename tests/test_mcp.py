@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("mcp")
-from jsonschema import Draft202012Validator  # noqa: E402  (a dependency of mcp)
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
-from pycocotools import mask as mask_utils  # noqa: E402
+from jsonschema import Draft202012Validator
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from pycocotools import mask as mask_utils
 
-from conceptseg.cli import main  # noqa: E402
-from conceptseg.serve.tool_answers import summary  # noqa: E402
-from conceptseg.serve.tool_schema import FORMATS, TOOLS  # noqa: E402
+from conceptseg.cli import main
+from conceptseg.serve.tool_answers import summary
+from conceptseg.serve.tool_schema import FORMATS, TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "conceptseg" / "assets" / "examples"
@@ -41,6 +41,7 @@ class McpSession:
     def __init__(self, *flags: str, errlog: Path):
         self.loop = asyncio.new_event_loop()
         self.flags, self.errlog = flags, errlog
+        self.err = open(errlog, "w")  # noqa: SIM115  the server's stderr, closed in close()
         self.ready, self.client, self.error = threading.Event(), None, None
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),),
                                        daemon=True)
@@ -55,13 +56,12 @@ class McpSession:
                                        args=["-m", "conceptseg", "mcp", *self.flags],
                                        env={"PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
         try:
-            with open(self.errlog, "w") as err:
-                async with Client(stdio_client(params, errlog=err),
-                                  read_timeout_seconds=WAIT) as client:
-                    self.client = client
-                    self.ready.set()
-                    await self.stop.wait()
-        except BaseException as e:  # reported by __init__ / run
+            async with Client(stdio_client(params, errlog=self.err),
+                              read_timeout_seconds=WAIT) as client:
+                self.client = client
+                self.ready.set()
+                await self.stop.wait()
+        except Exception as e:  # noqa: BLE001  reported by __init__
             self.error = e
             self.ready.set()
 
@@ -78,6 +78,7 @@ class McpSession:
         if self.thread.is_alive() and hasattr(self, "stop"):
             self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(30)  # the SDK's stdio client stops (and if need be kills) the server
+        self.err.close()
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +143,8 @@ def test_tool_summary_lines():
     assert summary("red car", 3, 3, [0.91, 0.7, 0.62], 0.99, 0.5) == \
         "3 instances of 'red car', scores 0.91-0.62"
     assert summary("red car", 1, 1, [0.91], 0.99, 0.5) == "1 instance of 'red car', score 0.91"
-    assert summary("person", 40, 20, [0.95] + [0.6] * 39, 1.0, 0.5) == \
-        "40 instances of 'person', scores 0.95-0.60 (the 20 best listed)"
+    assert summary("person", 40, 20, [0.95] + [0.6] * 19, 1.0, 0.5) == \
+        "40 instances of 'person'; the 20 best listed, scores 0.95-0.60"
     assert summary("zebra", 0, 0, [], 0.03, 0.5) == "no 'zebra' found (presence 0.03)"
     # presence above the threshold but no instance: not "found", and not "absent" either
     line = summary("white star", 0, 0, [], 0.85, 0.5)
@@ -152,20 +153,25 @@ def test_tool_summary_lines():
 
 
 def test_mcp_segment_outputs_and_max_instances(mcp_session):
-    rle = _ok(mcp_session.call("segment_concepts", {"image_path": SCENE, "phrases": [FOUND],
-                                                    "output": "rle", "max_instances": 1}))
+    boxes = _ok(mcp_session.call("segment_concepts", {"image_path": SCENE, "phrases": [FOUND],
+                                                      "output": "boxes"}))
+    assert boxes["polygon_tolerance"] is None
+    everything = boxes["results"][0]
+    assert everything["count"] >= 2  # the example has several
+    assert all(set(i) == {"id", "score", "box", "area"} for i in everything["instances"])
+    rle = _ok(mcp_session.call("segment_concepts", {"image_id": boxes["image"]["id"],
+                                                    "phrases": [FOUND], "output": "rle",
+                                                    "max_instances": 1}))
+    assert rle["image"] == boxes["image"]
     res = rle["results"][0]
-    assert res["listed"] == len(res["instances"]) == 1 and res["count"] >= 1
-    if res["count"] > 1:
-        assert res["summary"].endswith("(the 1 best listed)")
+    # count is every instance above the threshold; only the best is listed (and decoded)
+    assert res["count"] == everything["count"] and res["listed"] == len(res["instances"]) == 1
+    assert f"; the 1 best listed, scores {everything['instances'][0]['score']:.2f}" \
+        in res["summary"]
     inst = res["instances"][0]
-    assert "polygons" not in inst
+    assert "polygons" not in inst and inst["box"] == everything["instances"][0]["box"]
     assert int(mask_utils.area(dict(inst["rle"], counts=inst["rle"]["counts"].encode()))) \
         == inst["area"]
-    boxes = _ok(mcp_session.call("segment_concepts", {"image_id": rle["image"]["id"],
-                                                      "phrases": [FOUND], "output": "boxes"}))
-    assert boxes["image"] == rle["image"] and boxes["polygon_tolerance"] is None
-    assert all(set(i) == {"id", "score", "box", "area"} for i in boxes["results"][0]["instances"])
 
 
 def test_mcp_bad_inputs_are_tool_errors(mcp_session, tmp_path):

@@ -47,7 +47,9 @@ def cmd_mcp(args) -> int:
             raise InputError(f"--root {r} is not a directory")
     resolve_device(args.device)
     require("mcp", "mcp")
-    from ..serve.mcp import build_server  # the mcp SDK is an optional dependency (extra 'mcp')
+    from ..serve.mcp import (
+        build_server,  # the mcp SDK is an optional dependency (extra 'mcp')
+    )
 
     try:
         model = load_model(args, "video")  # with the tracker: refine_instance works

@@ -167,9 +167,11 @@ class ImagePredictor:
         results = []
         for b in range(B):
             keep = torch.nonzero(scores[b] > threshold).flatten()
+            found = int(keep.numel())
             keep = keep[scores[b, keep].argsort(descending=True)][:max_instances]
             results.append(self._finish(texts[b], out, b, keep, scores[b], float(presence[b]),
                                         return_probs))
+            results[-1].num_found = found
         if single and texts == ["visual"] and text is None:
             results[0].text = None
         return results[0] if single else results

@@ -7,7 +7,7 @@ Per phrase:
   threshold but no instance does, ``present`` is false and the summary says the concept may be
   there at a lower threshold.
 - ``count``: every instance above the threshold; ``listed``: how many are in ``instances``
-  (the ``max_instances`` best).
+  (the ``max_instances`` best, the only ones whose full-size masks are decoded).
 - ``summary``: one plain line, e.g. "3 instances of 'red car', scores 0.91-0.62",
   "no 'zebra' found (presence 0.03)".
 Polygons are outer outlines as ``[[x, y], ...]`` integer pixel corners, simplified with
@@ -71,7 +71,7 @@ def outline(mask: torch.Tensor, tolerance: float) -> list[list[list[int]]]:
         if sum(len(p) // 2 for p in parts) <= MAX_POLYGON_POINTS or tol > max(m.shape):
             break
         tol *= 2
-    return [[[int(round(p[i])), int(round(p[i + 1]))] for i in range(0, len(p), 2)]
+    return [[[round(p[i]), round(p[i + 1])] for i in range(0, len(p), 2)]
             for p in parts]
 
 
@@ -88,18 +88,19 @@ def summary(phrase: str, count: int, listed: int, scores: list[float], presence:
                     "lower threshold)")
         return f"no {phrase!r} found (presence {presence:.2f})"
     noun = "instance" if count == 1 else "instances"
-    text = f"{count} {noun} of {phrase!r}, " + (
-        f"score {scores[0]:.2f}" if count == 1 else f"scores {scores[0]:.2f}-{scores[-1]:.2f}")
     if listed < count:
-        text += f" (the {listed} best listed)"
-    return text
+        return (f"{count} {noun} of {phrase!r}; the {listed} best listed, scores "
+                f"{scores[0]:.2f}-{scores[listed - 1]:.2f}")
+    return f"{count} {noun} of {phrase!r}, " + (
+        f"score {scores[0]:.2f}" if count == 1 else f"scores {scores[0]:.2f}-{scores[-1]:.2f}")
 
 
 def phrase_answer(pred: Prediction, threshold: float, max_instances: int, output: str) -> dict:
     """One phrase's answer: PhraseResult fields for the LLM (see the module docstring)."""
     base = phrase_result(pred, fmt="rle" if output == "rle" else "none",
                          max_instances=max_instances)
-    count, listed = len(pred), base["count"]
+    listed = base["count"]
+    count = listed if pred.num_found is None else max(pred.num_found, listed)
     tol = polygon_tolerance(pred.image_size[1], pred.image_size[0])
     instances = []
     for inst, mask in zip(base["instances"], pred.masks[:listed]):

@@ -22,7 +22,13 @@ from ..errors import ConceptSegError, InputError
 from ..inference.image import ImagePredictor, image_fingerprint
 from ..inference.prompts import validate_text
 from ..inference.results import Prediction
-from .tool_answers import clip_box, model_label, phrase_answer, refine_answer, polygon_tolerance
+from .tool_answers import (
+    clip_box,
+    model_label,
+    phrase_answer,
+    polygon_tolerance,
+    refine_answer,
+)
 from .tool_images import ImageLimits, read_image
 
 CACHE_BYTES = 1 << 30  # decoded images and kept masks held for follow-up calls, in total
@@ -60,14 +66,14 @@ class _Seen:
 class ToolEngine:
     """segment_concepts / refine_instance over one loaded model (a VideoModel gives refine)."""
 
-    def __init__(self, model, *, shipped: bool, limits: ImageLimits = ImageLimits(),
+    def __init__(self, model, *, shipped: bool, limits: ImageLimits | None = None,
                  device: str | None = None, precision: str = "fp32",
                  cache_bytes: int = CACHE_BYTES, cache_images: int = CACHE_IMAGES):
         self.predictor = ImagePredictor(model, device=device, precision=precision)
         self.can_refine = hasattr(model, "tracker")  # a VideoModel: the SAM heads for refine
         self.label = model_label(shipped, sum(p.numel() for p in model.parameters()))
         self.shipped = shipped
-        self.limits = limits
+        self.limits = limits or ImageLimits()
         self.cache_bytes, self.cache_images = cache_bytes, cache_images
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self._lock = threading.Lock()
@@ -137,13 +143,14 @@ class ToolEngine:
                          for i, e in enumerate(args.get("exemplars") or [])]
             notes: list[str] = []
             self._encode(image_id, seen, notes, deadline)
+            # batched: one decoder pass; full-size masks only for the max_instances best
             preds = self.predictor.predict(text=phrases, exemplars=exemplars,
-                                           threshold=threshold)  # batched: one decoder pass
+                                           threshold=threshold, max_instances=max_instances)
             deadline.check("finding the instances")
             results = []
             for phrase, pred in zip(phrases, preds):
                 results.append(phrase_answer(pred, threshold, max_instances, output))
-                seen.found[phrase] = _listed(pred, max_instances)
+                seen.found[phrase] = pred
             self._trim_cache()
             if self.shipped:
                 notes.append(SHIPPED_NOTE)
@@ -191,9 +198,3 @@ SHIPPED_NOTE = ("This is conceptseg's small shipped demo model: it knows only th
                 "'yellow object'); on real photographs its answers mean nothing. Start the "
                 "server with --checkpoint sam3.pt for open-vocabulary segmentation.")
 
-
-def _listed(pred: Prediction, k: int) -> Prediction:
-    """The first ``k`` instances of a prediction (what the answer listed), masks included."""
-    return Prediction(text=pred.text, masks=pred.masks[:k].clone(), boxes=pred.boxes[:k],
-                      scores=pred.scores[:k], presence=pred.presence,
-                      image_size=pred.image_size, image_id=pred.image_id)

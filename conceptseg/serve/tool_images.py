@@ -120,7 +120,7 @@ def decode_image(data: bytes, what: str, limits: ImageLimits) -> np.ndarray:
         raise InputError(f"{what} is {w}x{h} pixels; both sides must be at least {MIN_SIDE}")
     try:
         im.load()
-    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error... on bad data
+    except Exception as e:  # noqa: BLE001  PIL raises OSError, SyntaxError, struct.error... on bad data
         raise InputError(f"cannot decode {what} (corrupt or truncated): "
                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
                          ) from None

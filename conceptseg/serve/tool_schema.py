@@ -12,7 +12,7 @@ import copy
 
 from ..errors import InputError
 
-__all__ = ["MAX_PHRASES", "MAX_INSTANCES", "OUTPUTS", "TOOLS", "FORMATS", "tool", "export"]
+__all__ = ["FORMATS", "MAX_INSTANCES", "MAX_PHRASES", "OUTPUTS", "TOOLS", "export", "tool"]
 
 MAX_PHRASES = 16  # phrases per segment_concepts call (each one a batched decoder pass)
 MAX_INSTANCES = 200  # the largest max_instances a call may ask for
