@@ -206,11 +206,15 @@ def test_mcp_bad_inputs_are_tool_errors(mcp_session, tmp_path):
     msg = _error(mcp_session.call("segment_concepts", {"image_path": SCENE, "phrases": ["a"],
                                                        "threshold": 2}))
     assert "threshold" in msg
-    # a box partly outside is clipped, not refused; the server is still healthy afterwards
+    # a box partly outside is clipped, not refused; the server is still healthy afterwards;
+    # arrays sent JSON-encoded in a string (some clients do) are read as arrays
     doc = _ok(mcp_session.call("segment_concepts", {
-        "image_path": SCENE, "phrases": [FOUND],
+        "image_path": SCENE, "phrases": json.dumps([FOUND]),
         "exemplars": [{"box": [-50, -50, 100, 100], "label": "negative"}]}))
-    assert doc["results"][0]["phrase"] == FOUND
+    assert [r["phrase"] for r in doc["results"]] == [FOUND]
+    msg = _error(mcp_session.call("segment_concepts", {"image_path": SCENE,
+                                                       "phrases": "not json"}))
+    assert "invalid phrases" in msg
 
 
 def test_mcp_refine_a_found_instance(mcp_session):
