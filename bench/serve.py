@@ -128,11 +128,14 @@ class Driver:
     async def prepare(self) -> None:
         """Upload the image once and segment it once (the session and refine routes use it)."""
         r = await self.http.post("/v1/images", files={"image": ("bench.png", self.image)})
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /v1/images answered {r.status_code}: {r.text[:300]}")
         self.image_id = r.json()["image_id"]
         r = await self.http.post(f"/v1/images/{self.image_id}/segment",
                                  json={"text": [self.phrase], "format": "none"})
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /v1/images/{{id}}/segment answered {r.status_code}: "
+                               f"{r.text[:300]}")
 
     def request(self, route: str):
         if route == "segment":
@@ -275,8 +278,12 @@ def main() -> int:
              "--timeout", str(args.timeout)]
     if args.full:
         flags += ["--random-weights", "sam3"]
-    s = bench(args.clients, args.duration, args.route or list(ROUTES), flags,
-              timeout=2 * args.timeout)
+    try:
+        s = bench(args.clients, args.duration, args.route or list(ROUTES), flags,
+                  timeout=2 * args.timeout)
+    except (RuntimeError, httpx.HTTPError) as e:
+        print(f"bench/serve.py: {e}", file=sys.stderr)
+        return 1
     print(f"conceptseg serve ({'sam3 config, random weights' if args.full else 'shipped model'}"
           f", {args.device}), {args.clients} clients, {args.duration:g} s, queue depth "
           f"{args.queue_depth}\n")
