@@ -22,7 +22,9 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from pycocotools import mask as mask_utils
 
+from conceptseg.checkpoint import load
 from conceptseg.cli import main
+from conceptseg.serve import tool_engine
 from conceptseg.serve.tool_answers import summary
 from conceptseg.serve.tool_schema import FORMATS, TOOLS
 
@@ -285,3 +287,13 @@ def test_tool_schema_formats_share_the_parameters(capsys):
         "refine_instance"]
     assert main(["tool-schema", "--tool", "nope"]) == 2
 
+
+
+def test_tool_engine_lists_fewer_instances_when_masks_would_not_fit(monkeypatch):
+    engine = tool_engine.ToolEngine(load(None, "video"), shipped=True)
+    monkeypatch.setattr(tool_engine, "MASK_BUDGET", 4 * 448 * 448 * 2)  # two float masks
+    doc = engine.segment({"image_path": SCENE, "phrases": [FOUND], "max_instances": 10,
+                          "output": "boxes"}, tool_engine.Deadline(WAIT))
+    res = doc["results"][0]
+    assert res["listed"] == len(res["instances"]) == 2 and res["count"] > 2
+    assert any("at most 2 instances per phrase" in n for n in doc["notes"])

@@ -33,6 +33,8 @@ from .tool_images import ImageLimits, read_image
 
 CACHE_BYTES = 1 << 30  # decoded images and kept masks held for follow-up calls, in total
 CACHE_IMAGES = 8  # ... and at most this many images
+PHRASES_KEPT = 16  # per image, the last results kept for refine_instance's {"phrase", "id"}
+MASK_BUDGET = 2 << 30  # bytes of float32 full-size mask logits one phrase may decode at once
 
 
 class Deadline:
@@ -56,8 +58,8 @@ class _Seen:
     """One image the tool was shown, kept for follow-up calls by id."""
 
     rgb: np.ndarray  # H x W x 3 uint8
-    found: dict[str, Prediction] = field(default_factory=dict)  # last result per phrase (listed
-    # instances only), for refine_instance's {"phrase", "id"}
+    found: OrderedDict[str, Prediction] = field(default_factory=OrderedDict)  # last result
+    # per phrase (listed instances only), for refine_instance's {"phrase", "id"}
 
     def nbytes(self) -> int:
         return self.rgb.nbytes + sum(p.masks.numel() for p in self.found.values())
@@ -142,6 +144,11 @@ class ToolEngine:
                           e.get("label", "positive") == "positive")
                          for i, e in enumerate(args.get("exemplars") or [])]
             notes: list[str] = []
+            cap = max(1, MASK_BUDGET // (4 * h * w))  # masks are upsampled as float32
+            if max_instances > cap:
+                notes.append(f"at most {cap} instances per phrase are listed on an image of "
+                             f"{w}x{h} pixels (memory); count still counts them all")
+                max_instances = cap
             self._encode(image_id, seen, notes, deadline)
             # batched: one decoder pass; full-size masks only for the max_instances best
             preds = self.predictor.predict(text=phrases, exemplars=exemplars,
@@ -151,6 +158,9 @@ class ToolEngine:
             for phrase, pred in zip(phrases, preds):
                 results.append(phrase_answer(pred, threshold, max_instances, output))
                 seen.found[phrase] = pred
+                seen.found.move_to_end(phrase)
+                while len(seen.found) > PHRASES_KEPT:
+                    seen.found.popitem(last=False)
             self._trim_cache()
             if self.shipped:
                 notes.append(SHIPPED_NOTE)
