@@ -38,7 +38,8 @@ class ServerProcess:
         self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: it never fills up
 
     def __enter__(self) -> "ServerProcess":
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**{k: v for k, v in os.environ.items() if k != "CONCEPTSEG_API_KEY"},
+               "PYTHONPATH": os.pathsep.join(
             [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "conceptseg", "serve", "--port", str(self.port), *self.args],

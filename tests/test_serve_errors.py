@@ -231,9 +231,25 @@ def test_queue_full_gives_429_with_retry_after(client):
     assert 'status="429"' in client.get("/metrics").text
 
 
-def test_serve_binds_loopback_by_default():
+def test_serve_binds_loopback_by_default(monkeypatch):
+    monkeypatch.delenv("CONCEPTSEG_API_KEY", raising=False)
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.cors == [] and args.api_key is None
+    monkeypatch.setenv("CONCEPTSEG_API_KEY", "from-env")  # keeps the key out of `ps`
+    assert build_parser().parse_args(["serve"]).api_key == "from-env"
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--queue-depth", "0"], "--queue-depth"), (["--max-prompt-chars", "900"], "at most 500"),
+    (["--timeout", "nan"], "--timeout"), (["--port", "70000"], "--port"),
+    (["--random-weights", "nope"], "--random-weights"),
+    (["--random-weights", "test", "--checkpoint", "x.pt"], "not both")])
+def test_serve_flags_checked_before_the_model(capsys, flags, words):
+    from conceptseg.cli import main
+
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
 
 
 def test_service_timeout_cancels_and_depth_limit():

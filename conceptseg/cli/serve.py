@@ -11,16 +11,19 @@ in docs/API.md); a request above one is refused with a JSON error (413, 429, 504
 from __future__ import annotations
 
 import math
+import os
 
 from .. import __version__
 from ..build import build_video_model
 from ..checkpoint import default_weights_path, describe, load
 from ..config import PRESETS
 from ..errors import InputError, NoTrackerError, require
+from ..inference.prompts import MAX_PROMPT_CHARS
 from ..runtime import resolve_device
 from ..serve.limits import Limits
 
 DEFAULTS = Limits()
+API_KEY_ENV = "CONCEPTSEG_API_KEY"  # environment variable read when --api-key is not given
 
 
 def register(sub) -> None:
@@ -31,7 +34,9 @@ def register(sub) -> None:
                         "weights instead of a checkpoint")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (not health)")
+    s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                   help="require 'Authorization: Bearer KEY' (or X-API-Key) on /v1/* but "
+                        f"health; default: ${API_KEY_ENV} (keeps the key out of `ps`)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / 2 ** 20,
@@ -46,7 +51,8 @@ def register(sub) -> None:
                    help="inference jobs waiting before 429 + Retry-After")
     s.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
                    help="seconds a request may wait for inference (504)")
-    s.add_argument("--max-prompt-chars", type=int, default=DEFAULTS.max_prompt_chars)
+    s.add_argument("--max-prompt-chars", type=int, default=DEFAULTS.max_prompt_chars,
+                   help=f"longest text prompt, 1..{MAX_PROMPT_CHARS} (422)")
     s.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; default: off)")
     s.add_argument("--file-preprocessing", choices=["cv2", "torchcodec"], default="torchcodec",
@@ -65,6 +71,11 @@ def limits_from_args(args) -> Limits:
     for name in ("max_pixels", "max_sessions", "queue_depth", "max_prompt_chars"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_prompt_chars > MAX_PROMPT_CHARS:
+        raise InputError(f"--max-prompt-chars must be at most {MAX_PROMPT_CHARS} (the text "
+                         f"encoder reads 32 tokens), got {args.max_prompt_chars}")
+    if args.api_key is not None and not args.api_key.strip():
+        raise InputError("--api-key is empty")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be within 0..65535, got {args.port}")
     return Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
