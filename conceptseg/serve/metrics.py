@@ -6,7 +6,7 @@
 - ``conceptseg_queue_depth`` — inference jobs waiting;
 - ``conceptseg_sessions{kind}`` — open image and video sessions;
 - ``conceptseg_encodings_cached`` — image encodings held (image sessions);
-- ``conceptseg_batched_phrases_total`` — phrases that rode along in another request's batch.
+- ``conceptseg_batched_phrases`` — phrases that rode along in another request's batch.
 
 ``route`` is the route's template (``/v1/images/{image_id}/segment``), never the raw path, so
 the label set stays bounded whatever clients send; unmatched paths count as ``unmatched``.
@@ -40,7 +40,7 @@ class Metrics:
         sessions.labels("video").set_function(video_sessions)
         Gauge("conceptseg_encodings_cached", "image encodings held",
               registry=self.registry).set_function(image_sessions)
-        Gauge("conceptseg_batched_phrases_total", "phrases batched into another request's call",
+        Gauge("conceptseg_batched_phrases", "phrases batched into another request's call",
               registry=self.registry).set_function(batched)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
