@@ -24,6 +24,14 @@ from ..serve.limits import Limits
 
 DEFAULTS = Limits()
 API_KEY_ENV = "CONCEPTSEG_API_KEY"  # environment variable read when --api-key is not given
+LIMIT_FLAGS = (  # flag (named after its Limits field), type, help
+    ("--max-pixels", int, "largest image, width x height, read from its header (413)"),
+    ("--max-sessions", int, "image sessions held (LRU) and video sessions open (429 when full)"),
+    ("--session-ttl", float, "seconds an idle session is kept (404 after)"),
+    ("--queue-depth", int, "inference jobs waiting before 429 + Retry-After"),
+    ("--timeout", float, "seconds a request may wait for inference (504)"),
+    ("--max-prompt-chars", int, f"longest text prompt, 1..{MAX_PROMPT_CHARS} (422)"),
+)
 
 
 def register(sub) -> None:
@@ -41,18 +49,9 @@ def register(sub) -> None:
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / 2 ** 20,
                    help="largest request body in MiB (413; default %(default)g)")
-    s.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,
-                   help="largest image, width x height, read from its header (413)")
-    s.add_argument("--max-sessions", type=int, default=DEFAULTS.max_sessions,
-                   help="image sessions held (LRU) and video sessions open (429 when full)")
-    s.add_argument("--session-ttl", type=float, default=DEFAULTS.session_ttl,
-                   help="seconds an idle session is kept (default %(default)g)")
-    s.add_argument("--queue-depth", type=int, default=DEFAULTS.queue_depth,
-                   help="inference jobs waiting before 429 + Retry-After")
-    s.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
-                   help="seconds a request may wait for inference (504)")
-    s.add_argument("--max-prompt-chars", type=int, default=DEFAULTS.max_prompt_chars,
-                   help=f"longest text prompt, 1..{MAX_PROMPT_CHARS} (422)")
+    for flag, kind, text in LIMIT_FLAGS:
+        s.add_argument(flag, type=kind, default=getattr(DEFAULTS, flag[2:].replace("-", "_")),
+                       help=f"{text} (default %(default)s)")
     s.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; default: off)")
     s.add_argument("--file-preprocessing", choices=["cv2", "torchcodec"], default="torchcodec",
