@@ -9,6 +9,8 @@ JSON body; MCP: a tool error), no traceback needed.
     ├── CheckpointError (also a ValueError)   a checkpoint that cannot be used
     │   └── NoTrackerError                    a video model asked of an image-only checkpoint
     ├── SessionError (also a RuntimeError)    a session used out of order (closed, re-prompted)
+    ├── ServeError                            a server refusal: a limit, a full queue, a timeout,
+    │                                         an unknown session (carries the HTTP status)
     └── MissingDependencyError (ImportError)  an optional extra that is not installed
 """
 
@@ -18,7 +20,7 @@ import importlib
 from typing import Any
 
 __all__ = ["ConceptSegError", "InputError", "VideoInputError", "EvalInputError", "CheckpointError",
-           "NoTrackerError", "SessionError", "MissingDependencyError"]
+           "NoTrackerError", "SessionError", "MissingDependencyError", "ServeError"]
 
 
 class ConceptSegError(Exception):
@@ -66,3 +68,13 @@ def require(module: str, extra: str):
     except ImportError:
         raise MissingDependencyError(f"{module} is not installed: pip install "
                                      f"'conceptseg[{extra}]'") from None
+
+
+class ServeError(ConceptSegError):
+    """A request the server refuses whatever its content's meaning: above a limit (413), an
+    unknown or expired session (404), too many sessions or a full queue (429), a timeout (504).
+    ``status`` is the HTTP status, ``code`` the error body's code, ``retry_after`` seconds."""
+
+    def __init__(self, message: str, status: int, code: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.retry_after = status, code, retry_after

@@ -13,9 +13,11 @@ import warnings
 
 from .. import __version__
 from ..errors import ConceptSegError
-from . import convert, demo, evaluate, segment, track, train
+from . import convert, demo, evaluate, segment, serve, track, train
+from . import mcp, tool_schema
 
-COMMANDS = (segment, track, convert, train, evaluate, demo)  # in the order `--help` lists them
+COMMANDS = (segment, track, convert, train, evaluate, demo, serve)  # in the order `--help` lists them
+COMMANDS += (mcp, tool_schema)  # the LLM tool
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -126,19 +126,22 @@ class ImagePredictor:
 
     @torch.inference_mode()
     def predict(self, text: str | list[str] | None = None, exemplars: Sequence[Exemplar] = (),
-                threshold: float = 0.5, return_probs: bool = False
-                ) -> Prediction | list[Prediction]:
+                threshold: float = 0.5, return_probs: bool = False,
+                max_instances: int | None = None) -> Prediction | list[Prediction]:
         """Find every instance of each concept.
 
         text: one phrase or a list (batched over one image encoding). exemplars: boxes in pixel
         xyxy with a positive/negative flag, applied to every phrase; with no text the official
         placeholder text "visual" is used. Only instances scoring above ``threshold`` get
-        full-size masks.
+        full-size masks; ``max_instances`` keeps only the best that many per phrase before any
+        full-size mask is decoded (a crowded image cannot exhaust memory).
         """
         if self.features is None or self.image_size is None:
             raise InputError("call set_image() before predict()")
         if not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold must be within [0, 1], got {threshold}")
+        if max_instances is not None and max_instances < 0:
+            raise InputError(f"max_instances must be >= 0, got {max_instances}")
         single = not isinstance(text, (list, tuple))
         texts = [text] if single else list(text)
         if not texts:
@@ -164,9 +167,11 @@ class ImagePredictor:
         results = []
         for b in range(B):
             keep = torch.nonzero(scores[b] > threshold).flatten()
-            keep = keep[scores[b, keep].argsort(descending=True)]
+            found = int(keep.numel())
+            keep = keep[scores[b, keep].argsort(descending=True)][:max_instances]
             results.append(self._finish(texts[b], out, b, keep, scores[b], float(presence[b]),
                                         return_probs))
+            results[-1].num_found = found
         if single and texts == ["visual"] and text is None:
             results[0].text = None
         return results[0] if single else results

@@ -41,6 +41,7 @@ class Prediction:
     image_size: tuple[int, int]  # (height, width)
     mask_probs: torch.Tensor | None = None  # N x H x W mask probabilities (return_probs=True)
     image_id: str | None = field(default=None)  # fingerprint of the image it was made on
+    num_found: int | None = None  # instances above the threshold before max_instances cut them
 
     def __len__(self) -> int:
         return int(self.scores.numel())
