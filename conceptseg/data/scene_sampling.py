@@ -5,7 +5,6 @@ noun-phrase datapoints. Everything is a pure function of a numpy Generator and t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,9 +17,6 @@ from .phrases import (
     make_datapoints,
 )
 from .shapes import BACKGROUND_KINDS, SIZE_RANGES
-
-if TYPE_CHECKING:  # randomize.py imports this module
-    from .randomize import RandomizeConfig
 
 __all__ = ["SceneConfig", "derive_seed", "image_hw", "pick", "sample_object_attrs",
            "object_diameter", "mask_box", "sample_degradation", "scene_datapoints",
@@ -65,8 +61,9 @@ class SceneConfig:
     p_enter: float = 0.25
     p_leave: float = 0.25
     video_min_visible_pixels: int = 4
-    # opt-in domain randomisation of images (data/randomize.py); None keeps the default bytes
-    randomize: RandomizeConfig | None = None
+    # opt-in domain randomisation of images: a data.randomize.RandomizeConfig (that module
+    # imports this one); None keeps the default bytes
+    randomize: object | None = None
 
     def __post_init__(self):
         if self.split not in ("train", "test"):
