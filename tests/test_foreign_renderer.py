@@ -132,4 +132,8 @@ def test_eval_foreign_end_to_end(tmp_path, test_model, monkeypatch, capsys):
     rows = phrase_form_table(gt, out / "predictions.json")
     assert [r["form"] for r in rows] == list(FORMS) and sum(r["pairs"] for r in rows) == \
         len(json.loads(gt.read_text())["images"])
+    assert main(["eval", "--gt", str(gt), "--pred", str(out / "predictions.json"), "--out",
+                 str(tmp_path / "again"), "--no-coco"]) == 0
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["cgF1"] == \
+        json.loads((out / "report.json").read_text())["cgF1"]
     assert main(["eval", "--model", "", "--data", "foreign:0", "--out", str(tmp_path / "z")]) == 2

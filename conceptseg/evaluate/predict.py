@@ -85,7 +85,8 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
 
 def synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
     """'synthetic' or 'synthetic:N': a held-out test split of the concept data engine (new seeds,
-    scenes that contain the colour-shape pairs held out of training), written once under out/."""
+    scenes that contain the colour-shape pairs held out of training), written once under out/;
+    'foreign' or 'foreign:N': the second renderer's scenes (data/foreign, never trained on)."""
     if is_foreign(spec):  # the second renderer (never trained on); it draws its own image sizes
         num = foreign_count(spec)
         path = out / f"foreign_test_{num}" / "annotations.json"
