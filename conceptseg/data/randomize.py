@@ -92,9 +92,11 @@ def jitter_in_name(rng: np.random.Generator, name: str, rgb, cfg: RandomizeConfi
     centre = (lo + width / 2) % 360.0
     off = ((h - centre + 180.0) % 360.0) - 180.0 + rng.uniform(-1, 1) * cfg.hue_jitter * width / 2
     off = float(np.clip(off, -width / 2 * 0.95, width / 2 * 0.95))  # margin against rounding
-    s = float(np.clip(s * rng.uniform(*cfg.saturation), s0 + 0.02, s1 - 0.005 if s1 < 1 else 1.0))
+    s = float(np.clip(s * rng.uniform(*cfg.saturation), s0 + 0.02 if s0 > 0 else 0.0,
+                      s1 - 0.005 if s1 < 1 else 1.0))
     v = float(np.clip(v * rng.uniform(*cfg.lighting), v0 + 0.02 if v0 > 0 else 0.0, v1 - 0.01))
-    out = np.asarray(colorsys.hsv_to_rgb(((centre + off) % 360.0) / 360.0, s, v), np.float32) * 255
+    hue = (centre + off) % 360.0 if width else h  # white and black keep their (faint) hue
+    out = np.asarray(colorsys.hsv_to_rgb(hue / 360.0, s, v), np.float32) * 255
     return np.clip(out, 0, 255)
 
 
