@@ -13,7 +13,8 @@ from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
 from ..evaluate.exemplar import evaluate_exemplars
 from ..evaluate.inputs import synthetic_count
-from ..evaluate.predict import datapoints_by_file, heldout_subsets, image_paths, predict_dataset, synthetic_test_set
+from ..evaluate.predict import (datapoints_by_file, foreign_count, heldout_subsets, image_paths, is_foreign,
+                                predict_dataset, synthetic_test_set)
 from ..evaluate.writer import model_label
 from ..runtime import check_output_path, resolve_device
 from .eval_video import cmd_eval_video, is_synthetic
@@ -68,7 +69,9 @@ def _run_model(args, out: Path) -> Path:
     if not args.data:
         raise InputError("--model needs --data (an SA-Co style JSON); pass --model '' for "
                          "the shipped model")
-    if is_synthetic(args.data):
+    if is_foreign(args.data):
+        foreign_count(args.data)  # the second renderer's split: refuses foreign:0 before the model
+    elif is_synthetic(args.data):
         synthetic_count(args.data, 1)  # refuses synthetic:0 before loading the model
     else:
         if not Path(args.data).is_file():
@@ -76,7 +79,7 @@ def _run_model(args, out: Path) -> Path:
                              "synthetic or synthetic:N)")
         image_paths(args.data, datapoints_by_file(args.data), args.images)
     model = build.load(args.model or None, device=args.device)
-    if is_synthetic(args.data):
+    if is_synthetic(args.data) or is_foreign(args.data):
         args.data = str(synthetic_test_set(args.data, out, model.config.vision.image_size))
     return predict_dataset(model, args.data, args.images, out / "predictions.json",
                            args.dump_threshold, model_name=model_label(args.model))
@@ -140,7 +143,8 @@ def register(sub) -> None:
     e.add_argument("--pred", help="COCO results JSON (or .jsonl) with RLE masks and scores")
     e.add_argument("--model", help="checkpoint to run first ('' = the shipped model)")
     e.add_argument("--data", help="SA-Co style JSON to run the model on (also the GT by default), "
-                                  "or synthetic[:N] for a held-out synthetic test split")
+                                  "or synthetic[:N] for a held-out synthetic test split, or foreign[:N] for "
+                                  "the second renderer's scenes (never trained on)")
     e.add_argument("--images", help="image folder (default: next to --data)")
     e.add_argument("--out", default="eval_out")
     e.add_argument("--iou-type", choices=["segm", "bbox"], default="segm")

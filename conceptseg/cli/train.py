@@ -76,6 +76,13 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--attr-aux", type=float, default=0.0, metavar="W",
                    help="synthetic data: weight of a per-token attribute classification loss on "
                         "the ViT output (keeps teaching shapes while the detector trains)")
+    t.add_argument("--randomize", action="store_true",
+                   help="synthetic data: domain randomisation of everything that is not the concept "
+                        "(backgrounds, clutter, scale, aspect, colour jitter within each name, "
+                        "anti-aliasing, outlines, blur, noise, JPEG; conceptseg/data/randomize.py)")
+    t.add_argument("--oov-negatives", type=float, default=0.0, metavar="P",
+                   help="synthetic data: share of negative phrases replaced by words the engine "
+                        "never draws ('board', 'red board'), so they get presence near 0")
     t.add_argument("--loss", metavar="k=v,...", default="",
                    help="loss weights, e.g. presence=5,sem_bce=2 (see conceptseg.train.losses)")
     t.add_argument("--seed", type=int, default=TRAIN_SEED)
@@ -130,6 +137,7 @@ def config_from_args(args) -> TrainConfig:
         backbone_lr_mult=args.backbone_lr_mult, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, clip=args.clip, bf16=args.bf16, freeze=args.freeze,
         curriculum=args.curriculum, dac=args.dac, dn=args.dn, attr_aux=args.attr_aux,
+        randomize=args.randomize, oov_negatives=args.oov_negatives,
         exemplars=args.exemplars, stop_at=args.stop_at, seed=args.seed,
         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
         log_every=args.log_every, eval_every=args.eval_every, eval_images=args.eval_images,
@@ -143,7 +151,8 @@ def config_from_args(args) -> TrainConfig:
 _DETECTOR_ONLY = {"epochs": None, "images": None, "skip_bad": False, "batch_images": 8,
                   "phrases_per_image": 4, "backbone_lr_mult": 1.0, "bf16": False, "freeze": (),
                   "curriculum": None, "o2m": 0, "dac": False, "dn": False, "exemplars": 0.0,
-                  "attr_aux": 0.0, "eval_every": 0, "workers": 0}
+                  "attr_aux": 0.0, "eval_every": 0, "workers": 0,
+                  "randomize": False, "oov_negatives": 0.0}
 
 
 def tracker_config_from_args(args) -> TrackerTrainConfig:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .phrases import Datapoint
+from .randomize import randomize_scene
 from .scene_sampling import (SceneConfig, acceptable_objects, image_hw, mask_box, object_diameter,
                              pick, sample_degradation, sample_object_attrs, scene_datapoints)
 from .shapes import (composite, degrade, make_background, rasterize, sample_appearance,
@@ -113,4 +114,5 @@ def make_scene(seed: int, image_size=224, cfg: SceneConfig | None = None, split:
     image = to_uint8_hwc(canvas)
     image = degrade(image, *sample_degradation(rng, cfg))
     objs = [inst.attributes for inst in instances]
-    return Scene(int(seed), split, image, instances, scene_datapoints(rng, objs, cfg, split))
+    scene = Scene(int(seed), split, image, instances, scene_datapoints(rng, objs, cfg, split))
+    return scene if cfg.randomize is None else randomize_scene(scene, cfg.randomize)

@@ -61,6 +61,9 @@ class SceneConfig:
     p_enter: float = 0.25
     p_leave: float = 0.25
     video_min_visible_pixels: int = 4
+    # opt-in domain randomisation of images: a data.randomize.RandomizeConfig (that module
+    # imports this one); None keeps the default bytes
+    randomize: object | None = None
 
     def __post_init__(self):
         if self.split not in ("train", "test"):

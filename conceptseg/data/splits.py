@@ -10,5 +10,7 @@ TEST_SEED = 1_000_003          # held-out test split: `eval --data synthetic:N` 
 EXEMPLAR_TEST_SEED = TEST_SEED + 17  # `eval --exemplars`: its own scenes of the test distribution
 VALIDATION_SEED = 2_000_029    # calibration (`python -m conceptseg.train.calibrate`), never tested
 QUICK_EVAL_SEED = 987_654_321  # the training loop's periodic quick evaluation (train distribution)
+FOREIGN_TEST_SEED = 3_000_017  # the second renderer (data/foreign, never trained on): `eval --data foreign:N`
 
-__all__ = ["TRAIN_SEED", "TEST_SEED", "EXEMPLAR_TEST_SEED", "VALIDATION_SEED", "QUICK_EVAL_SEED"]
+__all__ = ["TRAIN_SEED", "TEST_SEED", "EXEMPLAR_TEST_SEED", "VALIDATION_SEED", "QUICK_EVAL_SEED",
+           "FOREIGN_TEST_SEED"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from ..data.foreign import write_foreign_coco
 from ..data.phrases import parse_phrase
-from ..data.splits import TEST_SEED
+from ..data.splits import FOREIGN_TEST_SEED, TEST_SEED
 from ..data.synthetic import write_coco
 from ..errors import InputError
 from ..inference.image import ImagePredictor
@@ -19,7 +20,7 @@ from .saco import evaluate_cgf1
 from .writer import PredictionWriter, file_hash
 
 __all__ = ["DEFAULT_NUM_IMAGES", "predict_dataset", "datapoints_by_file", "image_paths", "synthetic_test_set",
-           "heldout_subsets"]
+           "heldout_subsets", "is_foreign", "foreign_count"]
 
 DEFAULT_NUM_IMAGES = 200
 
@@ -84,12 +85,30 @@ def predict_dataset(model, gt_path: str, images_dir: str | None, out_path: Path,
 
 def synthetic_test_set(spec: str, out: Path, image_size: int) -> Path:
     """'synthetic' or 'synthetic:N': a held-out test split of the concept data engine (new seeds,
-    scenes that contain the colour-shape pairs held out of training), written once under out/."""
+    scenes that contain the colour-shape pairs held out of training), written once under out/;
+    'foreign' or 'foreign:N': the second renderer's scenes (data/foreign, never trained on)."""
+    if is_foreign(spec):  # the second renderer (never trained on); it draws its own image sizes
+        num = foreign_count(spec)
+        path = out / f"foreign_test_{num}" / "annotations.json"
+        return path if path.exists() else write_foreign_coco(path.parent, num, FOREIGN_TEST_SEED)
     num = synthetic_count(spec, DEFAULT_NUM_IMAGES)
     path = out / f"synthetic_test_{num}" / "annotations.json"
     if not path.exists():
         write_coco(path.parent, num, seed=TEST_SEED, image_size=image_size, split="test")
     return path
+
+
+def is_foreign(spec: str) -> bool:
+    """``--data foreign`` or ``foreign:N``: the second renderer's held-out scenes."""
+    return spec == "foreign" or spec.startswith("foreign:")
+
+
+def foreign_count(spec: str) -> int:
+    """N of ``--data foreign`` / ``foreign:N`` (default 200); N < 1 is refused."""
+    n = spec.partition(":")[2]
+    if not is_foreign(spec) or (n and not n.isdigit()) or (n and int(n) < 1):
+        raise InputError(f"--data {spec!r}: expected foreign or foreign:N with N >= 1")
+    return int(n) if n else DEFAULT_NUM_IMAGES
 
 
 def heldout_subsets(gt: GroundTruth, preds: Predictions, iou_type: str, threshold: float) -> dict:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from ..data.foreign import refuse_training
 from ..errors import InputError
 
 __all__ = ["CocoConceptDataset", "decode_rle_string", "validate_segmentation"]
@@ -173,6 +174,7 @@ class CocoConceptDataset:
             raise InputError(f"{self.path}: not a readable JSON file ({e})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise InputError(f"{self.path}: expected a COCO JSON object with an 'images' list")
+        refuse_training(doc, self.path)  # the second renderer's scenes are never trained on
         entries, anns = doc["images"], doc.get("annotations")
         if not entries:
             raise InputError(f"{self.path}: the 'images' list is empty")

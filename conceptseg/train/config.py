@@ -40,6 +40,8 @@ class TrainConfig:
     exemplars: float = 0.0  # share of synthetic rows prompted with an exemplar box
     stop_at: int | None = None  # end this invocation at this step (the schedule still uses steps)
     attr_aux: float = 0.0  # weight of per-token attribute classification on the ViT (synthetic)
+    randomize: bool = False  # domain randomisation of the synthetic scenes (data/randomize.py)
+    oov_negatives: float = 0.0  # share of negative phrases with out-of-vocabulary words (data/vocabulary.py)
     seed: int = TRAIN_SEED
     checkpoint_every: int = 200
     snapshot_every: int = 0
@@ -70,6 +72,10 @@ class TrainConfig:
             raise InputError("--stage pretrain needs --data synthetic (it uses attribute labels)")
         if self.attr_aux > 0 and self.data != "synthetic":
             raise InputError("--attr-aux needs --data synthetic (it uses attribute labels)")
+        if (self.randomize or self.oov_negatives > 0) and self.data != "synthetic":
+            raise InputError("--randomize and --oov-negatives need --data synthetic")
+        if not 0.0 <= self.oov_negatives <= 1.0:
+            raise InputError(f"--oov-negatives must be within [0, 1], got {self.oov_negatives}")
         for name in ("checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive")

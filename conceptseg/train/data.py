@@ -17,6 +17,7 @@ from ..data.concept_dataset import SyntheticConceptDataset, box_xyxy_to_cxcywh_n
 from ..data.phrases import ATTRIBUTES, VALUES
 from ..data.scene_sampling import SceneConfig
 from ..data.splits import TRAIN_SEED
+from ..data.vocabulary import replace_negatives
 from ..errors import InputError
 from ..text.tokenizer import ClipTokenizer
 from .losses import resize_masks
@@ -72,9 +73,10 @@ class SyntheticStream:
     def __init__(self, image_size: int, batch_images: int, phrases_per_image: int,
                  seed: int = TRAIN_SEED,
                  curriculum: list[CurriculumStage] | None = None, scene: SceneConfig | None = None,
-                 token_grid: int | None = None, exemplar_prob: float = 0.0):
+                 token_grid: int | None = None, exemplar_prob: float = 0.0, oov_negatives: float = 0.0):
         self.image_size, self.batch_images = image_size, batch_images
         self.exemplar_prob = exemplar_prob  # share of rows prompted with an exemplar box
+        self.oov_negatives = oov_negatives  # share of negatives given out-of-vocabulary words
         self.token_grid = token_grid  # also label the ViT tokens with attributes (--attr-aux)
         self.phrases_per_image, self.seed = phrases_per_image, seed
         self.curriculum = curriculum or [CurriculumStage(0)]
@@ -111,6 +113,9 @@ class SyntheticStream:
             if self.exemplar_prob > 0:
                 rng = np.random.default_rng(np.random.SeedSequence([self.seed, i, 13]))
                 add_exemplars(item, scene, rng, self.exemplar_prob)
+            if self.oov_negatives > 0:
+                replace_negatives(item["queries"], np.random.default_rng(
+                    np.random.SeedSequence([self.seed, i, 19])), self.oov_negatives)
             if self.token_grid:
                 item["tok_owner"] = token_owners(scene.instances, self.token_grid)
                 item["inst_attrs"] = attribute_indices(scene.instances)

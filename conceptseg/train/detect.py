@@ -18,6 +18,8 @@ import torch
 from ..build import build_model, load
 from ..checkpoint import save_checkpoint
 from ..config import Sam3Config, get_config
+from ..data.randomize import RandomizeConfig
+from ..data.scene_sampling import SceneConfig
 from ..errors import InputError
 from ..runtime import resolve_device
 from .coco import CocoConceptDataset
@@ -141,7 +143,8 @@ def _build(cfg: TrainConfig, device: torch.device, state: dict | None, model_con
         stream = SyntheticStream(S, cfg.batch_images, cfg.phrases_per_image, cfg.seed,
                                  parse_curriculum(cfg.curriculum),
                                  token_grid=mcfg.vision.grid if cfg.attr_aux > 0 else None,
-                                 exemplar_prob=cfg.exemplars)
+                                 exemplar_prob=cfg.exemplars, oov_negatives=cfg.oov_negatives,
+                                 scene=SceneConfig(randomize=RandomizeConfig()) if cfg.randomize else None)
     else:
         ds = CocoConceptDataset(cfg.data, cfg.images, S, mask_resolution(mcfg), cfg.skip_bad,
                                 cfg.phrases_per_image)
