@@ -12,7 +12,8 @@ from ..atomic import atomic_write
 from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
 from ..evaluate.exemplar import evaluate_exemplars
-from ..evaluate.inputs import synthetic_count
+from ..evaluate.inputs import load_json, synthetic_count
+from ..evaluate.strata import training_frequencies
 from ..evaluate.predict import datapoints_by_file, heldout_subsets, image_paths, predict_dataset, synthetic_test_set
 from ..evaluate.writer import model_label
 from ..runtime import check_output_path, resolve_device
@@ -82,6 +83,18 @@ def _run_model(args, out: Path) -> Path:
                            args.dump_threshold, model_name=model_label(args.model))
 
 
+def _train_frequencies(args):
+    """--train-annotations: phrase -> share of training images (concept-frequency strata)."""
+    if not args.train_annotations:
+        return None
+    if not Path(args.train_annotations).is_file():
+        raise InputError(f"--train-annotations {args.train_annotations}: file not found")
+    data = load_json(args.train_annotations)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"--train-annotations {args.train_annotations}: expected a COCO JSON with an 'images' list")
+    return training_frequencies(data)
+
+
 def cmd_eval(args) -> int:
     _check_options(args)
     if args.exemplars:
@@ -89,6 +102,7 @@ def cmd_eval(args) -> int:
     if args.video:
         return cmd_eval_video(args)
     out = Path(args.out)
+    frequencies = _train_frequencies(args)  # read before any model work
     gt_paths = args.gt
     if args.model is not None or args.data is not None:
         if args.model is None:
@@ -113,7 +127,7 @@ def cmd_eval(args) -> int:
         print(f"note: {len(gt.eval_ids) - len(predicted)} of {len(gt.eval_ids)} datapoints have no "
               f"prediction and are scored as empty (--only-predicted scores the {len(predicted)} predicted)")
     report = evaluate_cgf1(gt, preds, iou_type=args.iou_type, score_threshold=args.threshold)
-    paths = write_report(report, preds, gt, out)
+    paths = write_report(report, preds, gt, out, frequencies=frequencies)
     stats = {}
     if not args.no_coco:
         stats = coco_ap(gt, preds, iou_type=args.iou_type,
@@ -152,6 +166,8 @@ def register(sub) -> None:
                    help="--pred: score only the datapoints (--video: video-phrase pairs) that have "
                         "a prediction, instead of counting the others as empty")
     e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    e.add_argument("--train-annotations", help="training COCO / SA-Co JSON: the concept-frequency strata "
+                                               "(frequent / rare / never seen) of the report")
     e.add_argument("--exemplars", action="store_true",
                    help="measure exemplar prompting (one box on one instance finds the others) "
                         "on the synthetic test split (--data synthetic:N, --model)")
