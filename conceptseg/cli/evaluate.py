@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 from .. import build  # build.load is looked up on use (tests stand in a model)
@@ -13,6 +14,7 @@ from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
 from ..evaluate.exemplar import evaluate_exemplars
 from ..evaluate.inputs import load_json, synthetic_count
+from ..evaluate.interactive_run import interactive_instances, run_interactive
 from ..evaluate.strata import training_frequencies
 from ..evaluate.predict import datapoints_by_file, heldout_subsets, image_paths, predict_dataset, synthetic_test_set
 from ..evaluate.writer import model_label
@@ -20,6 +22,7 @@ from ..runtime import check_output_path, resolve_device
 from .eval_video import cmd_eval_video, is_synthetic
 
 DEFAULT_EXEMPLAR_IMAGES = 50
+DEFAULT_INTERACTIVE_IMAGES = 10
 
 
 def _write_json(path: Path, obj) -> None:
@@ -63,6 +66,40 @@ def _cmd_exemplars(args) -> int:
     return 0
 
 
+def _cmd_interactive(args) -> int:
+    """--interactive: the click simulator on every instance of --data (synthetic[:N] or a
+    COCO / SA-Co JSON), from nothing and (--from-text) from the text prompt's mask."""
+    if args.model is None or not args.data:
+        raise InputError("--interactive needs --model (a checkpoint with a tracker; '' = the shipped "
+                         "model) and --data (synthetic[:N] or a COCO / SA-Co JSON)")
+    if not 1 <= args.max_clicks <= 100:
+        raise InputError(f"--max-clicks must be within 1..100, got {args.max_clicks}")
+    out = Path(args.out)
+    if is_synthetic(args.data):
+        num = synthetic_count(args.data, DEFAULT_INTERACTIVE_IMAGES)
+    else:
+        if not Path(args.data).is_file():
+            raise InputError(f"--data {args.data}: file not found (a COCO / SA-Co JSON, or synthetic:N)")
+        image_paths(args.data, interactive_instances(args.data), args.images)
+    model = build.load_video_model(args.model or None, device=args.device)
+    data = args.data
+    if is_synthetic(data):
+        data = str(synthetic_test_set(f"synthetic:{num}", out, model.detector.config.vision.image_size))
+    command = (f"conceptseg eval --interactive --model {shlex.quote(args.model)} --data "
+               f"{shlex.quote(args.data)} --max-clicks {args.max_clicks}"
+               + (" --from-text" if args.from_text else ""))
+    s = run_interactive(model, data, args.images, out, args.max_clicks, args.from_text,
+                        model_name=model_label(args.model), command=command)
+    for m in ("from_nothing", "from_text"):
+        r = s.get(m)
+        if r and r.get("num_instances"):
+            at = r["mIoU_at_clicks"]
+            print(f"{m.replace('_', ' '):12s}: NoC@85 {r['NoC@85']:.2f}  NoC@90 {r['NoC@90']:.2f}  "
+                  f"never 90 {100 * r['never_90']:.1f}%  mIoU@1 {at[1]:.3f}  mIoU@5 {at[min(5, len(at) - 1)]:.3f}")
+    print(f"{s['num_instances']} instances, up to {args.max_clicks} clicks; report: {s['files']['markdown']}")
+    return 0
+
+
 def _run_model(args, out: Path) -> Path:
     """--model + --data: check the data (and its images) first, then load and predict
     (resumable); returns the predictions file."""
@@ -99,6 +136,8 @@ def cmd_eval(args) -> int:
     _check_options(args)
     if args.exemplars:
         return _cmd_exemplars(args)
+    if args.interactive:
+        return _cmd_interactive(args)
     if args.video:
         return cmd_eval_video(args)
     out = Path(args.out)
@@ -171,6 +210,12 @@ def register(sub) -> None:
     e.add_argument("--exemplars", action="store_true",
                    help="measure exemplar prompting (one box on one instance finds the others) "
                         "on the synthetic test split (--data synthetic:N, --model)")
+    e.add_argument("--interactive", action="store_true",
+                   help="interaction metrics (NoC@85/90, mIoU vs clicks) of the SAM path with a click "
+                        "simulator: --model (with a tracker) and --data synthetic[:N] / COCO JSON")
+    e.add_argument("--max-clicks", type=int, default=20, help="--interactive: clicks per instance")
+    e.add_argument("--from-text", action="store_true",
+                   help="--interactive: also start from the text prompt's mask and report both")
     e.add_argument("--video", action="store_true",
                    help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
                         "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s); "

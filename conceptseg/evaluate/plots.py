@@ -14,7 +14,8 @@ from ..errors import require
 from .predictions import Predictions
 from .saco import SacoReport
 
-__all__ = ["plot_phrase_f1", "plot_pr", "plot_hist", "plot_calibration", "plot_strata"]
+__all__ = ["plot_phrase_f1", "plot_pr", "plot_hist", "plot_calibration", "plot_strata",
+           "plot_click_curves"]
 
 
 def _figure(w: float = 7.0, h: float = 4.5):
@@ -146,4 +147,20 @@ def plot_strata(name: str, stats: list, path: str, min_support: int) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"by {name.replace('_', ' ')} (hatched: fewer than {min_support} instances)")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_click_curves(curves: dict[str, list[float]], path: str) -> str:
+    """mIoU after k clicks (k = 0..max) for each starting point of the click simulator."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for (name, ys), style in zip(curves.items(), ("o-", "s--", "^:")):
+        ax.plot(range(len(ys)), ys, style, ms=3, label=name.replace("_", " "))
+    for t in (0.85, 0.9):
+        ax.axhline(t, color="gray", lw=0.6, ls=":")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean IoU")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("interactive segmentation: mIoU vs clicks")
+    ax.legend(fontsize=8)
     return _save(fig, path)
