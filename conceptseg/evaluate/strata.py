@@ -208,7 +208,8 @@ def stratify(report: SacoReport, gt: GroundTruth, preds: Predictions,
         pred_tp = np.zeros(len(keep), bool)
         pred_tp[rows[hit]] = True
         pred_gt = np.full(len(keep), -1)
-        pred_gt[rows] = cols
+        overlap = m[rows, cols] > 0 if len(rows) else np.zeros(0, bool)
+        pred_gt[rows[overlap]] = cols[overlap]  # the assigned instance, when they overlap at all
         # per-instance and per-prediction stratum labels
         p_area = np.array([_pred_area(plist[i], report.iou_type) for i in keep], dtype=float)
         g_area = np.array([g["area"] if g["area"] is not None else
