@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
+
+from ..ops.masks import mask_iou as ops_mask_iou
 
 __all__ = ["Click", "MAX_CLICKS", "IOU_TARGETS", "next_click", "mask_iou", "noc", "simulate_instance",
            "start_from_text", "summarize_curves"]
@@ -37,9 +40,8 @@ class Click:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two H x W bool masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    """IoU of two H x W bool masks (:func:`conceptseg.ops.masks.mask_iou`: 0 when both are empty)."""
+    return float(ops_mask_iou(torch.from_numpy(np.asarray(a, bool)[None]), torch.from_numpy(np.asarray(b, bool)[None]))[0, 0])
 
 
 def _largest_region(err: np.ndarray) -> tuple[int, np.ndarray | None]:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_write
 from ..errors import InputError, MissingDependencyError
 from ..inference.image import ImagePredictor
+from ..ops.masks import rle_decode
 from ..runtime import progress as progress_bar
 from .inputs import load_json
 from .interactive import IOU_TARGETS, MAX_CLICKS, simulate_instance, start_from_text, summarize_curves
@@ -118,7 +118,7 @@ def run_interactive(video_model, gt_path: str | os.PathLike, images_dir: str | N
             texts: dict = {}
             recs = []
             for inst in by_file[name]:
-                gt = mask_utils.decode(inst.rle).astype(bool)
+                gt = rle_decode([inst.rle])[0].numpy()
                 rec = {"key": inst.key, "phrase": inst.phrase, "area": int(gt.sum()),
                        "from_nothing": simulate_instance(pred, gt, max_clicks)}
                 if from_text:

@@ -135,9 +135,12 @@ def plot_strata(name: str, stats: list, path: str, min_support: int) -> str:
     fig = _figure(max(5.0, 1.1 * len(stats) + 2.5), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(stats))
+    groups = []
     for off, key, color in ((-0.27, "precision", "tab:blue"), (0.0, "recall", "tab:orange"), (0.27, "f1", "tab:green")):
         vals = [getattr(s, key) if getattr(s, key) is not None else 0.0 for s in stats]
-        bars = ax.bar(x + off, vals, width=0.26, color=color, label=key + " @IoU 0.5")
+        groups.append(ax.bar(x + off, vals, width=0.26, color=color, label=key + " @IoU 0.5"))
+    ax.legend(fontsize=7)  # before hatching, so that the legend keys stay plain
+    for bars in groups:
         for b, s in zip(bars, stats):
             if s.support < min_support:
                 b.set_hatch("//")
@@ -146,7 +149,6 @@ def plot_strata(name: str, stats: list, path: str, min_support: int) -> str:
     ax.set_xticklabels([f"{s.label}\n(n={s.support})" for s in stats], fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"by {name.replace('_', ' ')} (hatched: fewer than {min_support} instances)")
-    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -25,11 +25,11 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from ..data.phrases import ATTRIBUTES, parse_phrase
 from ..data.scene_sampling import SceneConfig, sample_object_attrs, scene_datapoints
 from ..data.splits import TRAIN_SEED
+from ..ops.masks import rle_area, rle_to_xywh
 from .cgf1 import IOU_THRESHOLDS, Accumulator, match, official_mean, score_datapoint
 from .ground_truth import GroundTruth
 from .predictions import Predictions
@@ -157,10 +157,18 @@ def _visible_fractions(gt: GroundTruth) -> list[dict]:
 def _pred_area(p, iou_type: str) -> float:
     """Mask area (segm; a box-only result: its box) or box area (bbox) of one prediction."""
     if iou_type == "segm" and p.segmentation is not None:
-        return float(mask_utils.area(p.segmentation))
-    if p.bbox is not None:
-        return float(p.bbox[2] * p.bbox[3])
-    return float(mask_utils.toBbox(p.segmentation)[2] * mask_utils.toBbox(p.segmentation)[3])
+        return float(rle_area([p.segmentation])[0])
+    x, y, w, h = p.bbox if p.bbox is not None else rle_to_xywh([p.segmentation])[0]
+    return float(w * h)
+
+
+def _gt_area(g: dict) -> float:
+    """The annotation's ``area`` as COCO uses it, else its mask's (else its box's) area."""
+    if g["area"] is not None:
+        return float(g["area"])
+    if g["segmentation"] is not None:
+        return float(rle_area([g["segmentation"]])[0])
+    return float(g["bbox"][2] * g["bbox"][3])
 
 
 def stratify(report: SacoReport, gt: GroundTruth, preds: Predictions,
@@ -212,9 +220,7 @@ def stratify(report: SacoReport, gt: GroundTruth, preds: Predictions,
         pred_gt[rows[overlap]] = cols[overlap]  # the assigned instance, when they overlap at all
         # per-instance and per-prediction stratum labels
         p_area = np.array([_pred_area(plist[i], report.iou_type) for i in keep], dtype=float)
-        g_area = np.array([g["area"] if g["area"] is not None else
-                           (mask_utils.area(g["segmentation"]) if g["segmentation"] is not None
-                            else g["bbox"][2] * g["bbox"][3]) for g in gts], dtype=float)
+        g_area = np.array([_gt_area(g) for g in gts], dtype=float)
         img_area = float(dp.height * dp.width)
         vis = [visible[rec.annotator].get(g["id"]) for g in gts]
         labels = {"size": ([_bin(a, SIZE_BINS) for a in g_area], [_bin(a, SIZE_BINS) for a in p_area]),
