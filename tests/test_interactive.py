@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from conceptseg.cli import main
-from conceptseg.evaluate.interactive import (mask_iou, next_click, noc, simulate_instance, start_from_text,
-                                             summarize_curves)
+from conceptseg.evaluate.interactive import (
+    mask_iou,
+    next_click,
+    noc,
+    simulate_instance,
+    start_from_text,
+    summarize_curves,
+)
 
 
 def _square(h, w, y0, x0, side):

@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 
 from conceptseg.data.coco_export import mask_to_rle
-from conceptseg.evaluate import evaluate_cgf1, load_ground_truth, load_predictions, write_report
-from conceptseg.evaluate.strata import StratumStats, phrase_form, stratify, training_frequencies, weakest
+from conceptseg.evaluate import (
+    evaluate_cgf1,
+    load_ground_truth,
+    load_predictions,
+    write_report,
+)
+from conceptseg.evaluate.strata import (
+    StratumStats,
+    phrase_form,
+    stratify,
+    training_frequencies,
+    weakest,
+)
 
 H = W = 200
 
@@ -153,7 +164,7 @@ def test_synthetic_split_gets_frequency_from_the_engine(tmp_path):
     perfect = [{"image_id": a["image_id"], "segmentation": a["segmentation"], "score": 0.9}
                for a in data["annotations"]]
     p = load_predictions(perfect, g)
-    strata, notes = stratify(evaluate_cgf1(g, p), g, p)
+    strata, _ = stratify(evaluate_cgf1(g, p), g, p)
     freq = _by(strata, "concept_frequency")
     assert "never seen" in freq and freq["never seen"].f1 == 1.0  # held-out pairs are never seen
     held = [tuple(x) for x in data["info"]["held_out_pairs"]]
@@ -207,3 +218,24 @@ def test_annotations_record_visible_fraction_and_nothing_else_changed(tmp_path):
     assert hashlib.sha1(json.dumps(data).encode()).hexdigest() == "1f4d7443d8d45d2973d3c5835667d9111da19565"
     images = b"".join(f.read_bytes() for f in sorted((tmp_path / "images").glob("*.png")))
     assert hashlib.sha1(images).hexdigest() == "e30703f2d1153a6181d932b655df9d19f9393b9f"
+
+
+def test_eval_cli_train_annotations_feed_the_frequency_strata(tmp_path, capsys):
+    from conceptseg.cli import main
+
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W, "text_input": "red circle"},
+                     {"id": 2, "file_name": "a.png", "height": H, "width": W, "text_input": "blue square"}],
+          "annotations": [_ann(1, 1, SMALL, 0.6), _ann(2, 1, LARGE, 1.0)], "categories": [{"id": 1, "name": "object"}]}
+    train = {"images": [{"id": i} for i in range(300)], "categories": [{"id": 1, "name": "red circle"}],
+             "annotations": [{"image_id": 0, "category_id": 1}]}  # in 1 of 300 images: rare
+    for name, obj in (("gt.json", gt), ("pred.json", [_pred(1, LARGE)]), ("train.json", train)):
+        (tmp_path / name).write_text(json.dumps(obj))
+    base = ["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"), "--no-coco"]
+    assert main(base + ["--train-annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "--train-annotations" in capsys.readouterr().err
+    assert main(base + ["--train-annotations", str(tmp_path / "train.json"), "--out", str(tmp_path / "o")]) == 0
+    freq = {s["label"]: s for s in json.loads((tmp_path / "o" / "report.json").read_text())["strata"]["strata"]
+            ["concept_frequency"]}
+    assert (freq["rare"]["tp"], freq["rare"]["fn"]) == (1, 1) and "frequent" not in freq
+    assert main(base + ["--out", str(tmp_path / "p")]) == 0
+    assert "concept frequency skipped" in (tmp_path / "p" / "summary.md").read_text()

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.phrases import ATTRIBUTES, parse_phrase
+from ..data.phrases import parse_phrase
 from ..data.scene_sampling import SceneConfig, sample_object_attrs, scene_datapoints
 from ..data.splits import TRAIN_SEED
 from ..ops.masks import rle_area, rle_to_xywh
@@ -112,7 +112,10 @@ def training_frequencies(train: dict) -> tuple[dict[str, float], int]:
     images, anns = train.get("images") or [], train.get("annotations") or []
     if any("text_input" in im for im in images):
         positive = {a.get("image_id") for a in anns}
-        key = lambda im: im.get("original_img_id", im.get("file_name", im.get("id")))  # noqa: E731
+
+        def key(im: dict):  # one training image, however many phrases it carries
+            return im.get("original_img_id", im.get("file_name", im.get("id")))
+
         seen: dict[str, set] = {}
         for im in images:
             if im.get("id") in positive:
@@ -158,8 +161,8 @@ def _pred_area(p, iou_type: str) -> float:
     """Mask area (segm; a box-only result: its box) or box area (bbox) of one prediction."""
     if iou_type == "segm" and p.segmentation is not None:
         return float(rle_area([p.segmentation])[0])
-    x, y, w, h = p.bbox if p.bbox is not None else rle_to_xywh([p.segmentation])[0]
-    return float(w * h)
+    box = p.bbox if p.bbox is not None else rle_to_xywh([p.segmentation])[0]
+    return float(box[2] * box[3])
 
 
 def _gt_area(g: dict) -> float:
