@@ -160,6 +160,8 @@ def plot_click_curves(curves: dict[str, list[float]], path: str) -> str:
         ax.plot(range(len(ys)), ys, style, ms=3, label=name.replace("_", " "))
     for t in (0.85, 0.9):
         ax.axhline(t, color="gray", lw=0.6, ls=":")
+    n = max((len(ys) for ys in curves.values()), default=1)
+    ax.set_xticks(range(0, n, max(1, (n + 9) // 10)))  # whole clicks
     ax.set_xlabel("clicks")
     ax.set_ylabel("mean IoU")
     ax.set_ylim(0, 1.02)
