@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 from .. import build  # build.load is looked up on use (tests stand in a model)
@@ -12,14 +13,17 @@ from ..atomic import atomic_write
 from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
 from ..evaluate.exemplar import evaluate_exemplars
-from ..evaluate.inputs import synthetic_count
-from ..evaluate.predict import (datapoints_by_file, foreign_count, heldout_subsets, image_paths, is_foreign,
-                                predict_dataset, synthetic_test_set)
+from ..evaluate.inputs import load_json, synthetic_count
+from ..evaluate.interactive_run import interactive_instances, run_interactive
+from ..evaluate.predict import (datapoints_by_file, foreign_count, heldout_subsets, image_paths,
+                                is_foreign, predict_dataset, synthetic_test_set)
+from ..evaluate.strata import training_frequencies
 from ..evaluate.writer import model_label
 from ..runtime import check_output_path, resolve_device
 from .eval_video import cmd_eval_video, is_synthetic
 
 DEFAULT_EXEMPLAR_IMAGES = 50
+DEFAULT_INTERACTIVE_IMAGES = 10
 
 
 def _write_json(path: Path, obj) -> None:
@@ -63,6 +67,40 @@ def _cmd_exemplars(args) -> int:
     return 0
 
 
+def _cmd_interactive(args) -> int:
+    """--interactive: the click simulator on every instance of --data (synthetic[:N] or a
+    COCO / SA-Co JSON), from nothing and (--from-text) from the text prompt's mask."""
+    if args.model is None or not args.data:
+        raise InputError("--interactive needs --model (a checkpoint with a tracker; '' = the shipped "
+                         "model) and --data (synthetic[:N] or a COCO / SA-Co JSON)")
+    if not 1 <= args.max_clicks <= 100:
+        raise InputError(f"--max-clicks must be within 1..100, got {args.max_clicks}")
+    out = Path(args.out)
+    if is_synthetic(args.data):
+        num = synthetic_count(args.data, DEFAULT_INTERACTIVE_IMAGES)
+    else:
+        if not Path(args.data).is_file():
+            raise InputError(f"--data {args.data}: file not found (a COCO / SA-Co JSON, or synthetic:N)")
+        image_paths(args.data, interactive_instances(args.data), args.images)
+    model = build.load_video_model(args.model or None, device=args.device)
+    data = args.data
+    if is_synthetic(data):
+        data = str(synthetic_test_set(f"synthetic:{num}", out, model.detector.config.vision.image_size))
+    command = (f"conceptseg eval --interactive --model {shlex.quote(args.model)} --data "
+               f"{shlex.quote(args.data)} --max-clicks {args.max_clicks}"
+               + (" --from-text" if args.from_text else ""))
+    s = run_interactive(model, data, args.images, out, args.max_clicks, args.from_text,
+                        model_name=model_label(args.model), command=command)
+    for m in ("from_nothing", "from_text"):
+        r = s.get(m)
+        if r and r.get("num_instances"):
+            at = r["mIoU_at_clicks"]
+            print(f"{m.replace('_', ' '):12s}: NoC@85 {r['NoC@85']:.2f}  NoC@90 {r['NoC@90']:.2f}  "
+                  f"never 90 {100 * r['never_90']:.1f}%  mIoU@1 {at[1]:.3f}  mIoU@5 {at[min(5, len(at) - 1)]:.3f}")
+    print(f"{s['num_instances']} instances, up to {args.max_clicks} clicks; report: {s['files']['markdown']}")
+    return 0
+
+
 def _run_model(args, out: Path) -> Path:
     """--model + --data: check the data (and its images) first, then load and predict
     (resumable); returns the predictions file."""
@@ -85,13 +123,28 @@ def _run_model(args, out: Path) -> Path:
                            args.dump_threshold, model_name=model_label(args.model))
 
 
+def _train_frequencies(args):
+    """--train-annotations: phrase -> share of training images (concept-frequency strata)."""
+    if not args.train_annotations:
+        return None
+    if not Path(args.train_annotations).is_file():
+        raise InputError(f"--train-annotations {args.train_annotations}: file not found")
+    data = load_json(args.train_annotations)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"--train-annotations {args.train_annotations}: expected a COCO JSON with an 'images' list")
+    return training_frequencies(data)
+
+
 def cmd_eval(args) -> int:
     _check_options(args)
     if args.exemplars:
         return _cmd_exemplars(args)
+    if args.interactive:
+        return _cmd_interactive(args)
     if args.video:
         return cmd_eval_video(args)
     out = Path(args.out)
+    frequencies = _train_frequencies(args)  # read before any model work
     gt_paths = args.gt
     if args.model is not None or args.data is not None:
         if args.model is None:
@@ -116,7 +169,7 @@ def cmd_eval(args) -> int:
         print(f"note: {len(gt.eval_ids) - len(predicted)} of {len(gt.eval_ids)} datapoints have no "
               f"prediction and are scored as empty (--only-predicted scores the {len(predicted)} predicted)")
     report = evaluate_cgf1(gt, preds, iou_type=args.iou_type, score_threshold=args.threshold)
-    paths = write_report(report, preds, gt, out)
+    paths = write_report(report, preds, gt, out, frequencies=frequencies)
     stats = {}
     if not args.no_coco:
         stats = coco_ap(gt, preds, iou_type=args.iou_type,
@@ -156,9 +209,17 @@ def register(sub) -> None:
                    help="--pred: score only the datapoints (--video: video-phrase pairs) that have "
                         "a prediction, instead of counting the others as empty")
     e.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    e.add_argument("--train-annotations", help="training COCO / SA-Co JSON: the concept-frequency strata "
+                                               "(frequent / rare / never seen) of the report")
     e.add_argument("--exemplars", action="store_true",
                    help="measure exemplar prompting (one box on one instance finds the others) "
                         "on the synthetic test split (--data synthetic:N, --model)")
+    e.add_argument("--interactive", action="store_true",
+                   help="interaction metrics (NoC@85/90, mIoU vs clicks) of the SAM path with a click "
+                        "simulator: --model (with a tracker) and --data synthetic[:N] / COCO JSON")
+    e.add_argument("--max-clicks", type=int, default=20, help="--interactive: clicks per instance")
+    e.add_argument("--from-text", action="store_true",
+                   help="--interactive: also start from the text prompt's mask and report both")
     e.add_argument("--video", action="store_true",
                    help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
                         "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s); "

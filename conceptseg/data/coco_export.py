@@ -65,7 +65,8 @@ def write_coco(out_dir, num_images: int, seed: int = TRAIN_SEED, image_size=224,
                     rles[j] = mask_to_rle(inst.mask)
                 annotations.append({"id": len(annotations) + 1, "image_id": dp_id, "bbox": box_xywh(inst.box),
                                     "area": int(inst.area), "segmentation": rles[j], "iscrowd": 0,
-                                    "category_id": 1, "instance_index": j})
+                                    "category_id": 1, "instance_index": j,
+                                    "visible_fraction": round(float(inst.visible_fraction), 4)})
     info = {"description": f"conceptseg synthetic shapes ({split})", "seed": seed, "split": split,
             "held_out_pairs": sorted(map(list, cfg.held_out_pairs))}
     path = out / "annotations.json"

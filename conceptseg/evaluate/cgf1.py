@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = ["IOU_THRESHOLDS", "ThresholdMetrics", "ImageLevelMetrics", "CgF1Metrics", "Accumulator",
-           "score_datapoint", "summarize", "official_mean", "nan_to_none"]
+           "score_datapoint", "match", "summarize", "official_mean", "nan_to_none"]
 
 #: Same values as pycocotools ``Params.iouThrs`` (note 0.8999999999999999, not 0.9).
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -114,6 +114,14 @@ def _f1(p: Any, r: Any, eps: float, official: bool) -> Any:
     return _ratio(2 * p * r, p + r, eps, official)
 
 
+def match(ious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one-to-one assignment of CGF1Eval.evaluateImg: (prediction rows, GT columns) of the
+    Hungarian matching that maximises the summed IoU of an ``(n_pred, n_gt)`` matrix."""
+    if ious.shape[0] and ious.shape[1]:
+        return linear_sum_assignment(-ious)
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+
+
 def score_datapoint(ious: np.ndarray, keep: np.ndarray, thrs: np.ndarray, official: bool):
     """(tp, fp, fn, local_f1|None, n_gt, n_dt) of one datapoint / annotator (CGF1Eval.evaluateImg)
     from its ``(n_pred, n_gt)`` IoU matrix and the kept predictions ``keep`` ``(n_pred,)``."""
@@ -122,11 +130,8 @@ def score_datapoint(ious: np.ndarray, keep: np.ndarray, thrs: np.ndarray, offici
     if n_gt == 0 and n_dt == 0:  # true negative: no box-level entry at all
         z = np.zeros(len(thrs), dtype=np.int64)
         return z, z, z, None, 0, 0
-    if n_dt and n_gt:
-        rows, cols = linear_sum_assignment(-m)
-        matched = m[rows, cols]
-    else:
-        matched = np.zeros(0)
+    rows, cols = match(m)
+    matched = m[rows, cols] if len(rows) else np.zeros(0)
     tp = np.array([(matched >= t).sum() for t in thrs], dtype=np.int64)
     fp, fn = n_dt - tp, n_gt - tp
     if n_dt == 0:  # official FN branch sets local F1 to exactly 0

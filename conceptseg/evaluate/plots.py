@@ -14,7 +14,8 @@ from ..errors import require
 from .predictions import Predictions
 from .saco import SacoReport
 
-__all__ = ["plot_phrase_f1", "plot_pr", "plot_hist", "plot_calibration"]
+__all__ = ["plot_phrase_f1", "plot_pr", "plot_hist", "plot_calibration", "plot_strata",
+           "plot_click_curves"]
 
 
 def _figure(w: float = 7.0, h: float = 4.5):
@@ -125,4 +126,45 @@ def plot_calibration(cal: dict, path: str) -> str:
     ax.set_xlim(0, 1)
     ax.set_xlabel("max prediction score of the datapoint (0 if none)")
     ax.set_ylabel("datapoints")
+    return _save(fig, path)
+
+
+def plot_strata(name: str, stats: list, path: str, min_support: int) -> str:
+    """Precision, recall and F1 at IoU 0.5 per stratum of one stratification (``StratumStats``);
+    strata under ``min_support`` ground-truth instances are hatched."""
+    fig = _figure(max(5.0, 1.1 * len(stats) + 2.5), 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(stats))
+    groups = []
+    for off, key, color in ((-0.27, "precision", "tab:blue"), (0.0, "recall", "tab:orange"), (0.27, "f1", "tab:green")):
+        vals = [getattr(s, key) if getattr(s, key) is not None else 0.0 for s in stats]
+        groups.append(ax.bar(x + off, vals, width=0.26, color=color, label=key + " @IoU 0.5"))
+    ax.legend(fontsize=7)  # before hatching, so that the legend keys stay plain
+    for bars in groups:
+        for b, s in zip(bars, stats):
+            if s.support < min_support:
+                b.set_hatch("//")
+                b.set_alpha(0.5)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{s.label}\n(n={s.support})" for s in stats], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"by {name.replace('_', ' ')} (hatched: fewer than {min_support} instances)")
+    return _save(fig, path)
+
+
+def plot_click_curves(curves: dict[str, list[float]], path: str) -> str:
+    """mIoU after k clicks (k = 0..max) for each starting point of the click simulator."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for (name, ys), style in zip(curves.items(), ("o-", "s--", "^:")):
+        ax.plot(range(len(ys)), ys, style, ms=3, label=name.replace("_", " "))
+    for t in (0.85, 0.9):
+        ax.axhline(t, color="gray", lw=0.6, ls=":")
+    n = max((len(ys) for ys in curves.values()), default=1)
+    ax.set_xticks(range(0, n, max(1, (n + 9) // 10)))  # whole clicks
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean IoU")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("interactive segmentation: mIoU vs clicks")
+    ax.legend(fontsize=8)
     return _save(fig, path)

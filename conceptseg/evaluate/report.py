@@ -10,7 +10,9 @@
   cgF1 / pmF1 / IL_MCC against the threshold,
 * ``score_hist.png``   - prediction scores on positive vs negative datapoints,
 * ``calibration.png``  - reliability diagram of the per-datapoint max score as a
-  predictor of "the concept is present" (with expected calibration error).
+  predictor of "the concept is present" (with expected calibration error),
+* ``strata_<name>.png`` - precision / recall / F1 per stratum (size, occlusion, concept frequency,
+  crowding, phrase form; :mod:`conceptseg.evaluate.strata`), also tabled in summary.md.
 
 The plots are drawn by :mod:`conceptseg.evaluate.plots`.
 """
@@ -30,6 +32,7 @@ from .ground_truth import GroundTruth, load_ground_truth
 from .plots import plot_calibration, plot_hist, plot_phrase_f1, plot_pr
 from .predictions import Predictions, load_predictions
 from .saco import SacoReport, score_threshold_sweep
+from .strata_report import strata_section
 
 __all__ = ["write_report", "DEFAULT_SWEEP"]
 
@@ -104,12 +107,15 @@ def _markdown(report: SacoReport, cal: dict, sweep: list[dict], top_k: int = 10)
 
 
 def write_report(report: SacoReport, preds: Predictions | Any, gt: GroundTruth | Any, out_dir: str | os.PathLike,
-                 sweep_thresholds: Sequence[float] | None = DEFAULT_SWEEP, top_k: int = 15) -> dict[str, str]:
+                 sweep_thresholds: Sequence[float] | None = DEFAULT_SWEEP, top_k: int = 15,
+                 frequencies: tuple[dict[str, float], int] | None = None) -> dict[str, str]:
     """Write JSON, Markdown and PNG outputs for ``report`` into ``out_dir``.
 
     ``preds``/``gt`` may be loaded objects or anything the loaders accept.  The PR sweep
     re-evaluates at ``sweep_thresholds`` (plus the report's threshold); pass None to skip
-    it.  Returns {name: path} of the written files.
+    it.  ``frequencies`` (phrase -> share of training images, number of training images) feeds
+    the concept-frequency strata (None: the synthetic engine's sampler, or skipped).  Returns
+    {name: path} of the written files.
     """
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -129,11 +135,13 @@ def write_report(report: SacoReport, preds: Predictions | Any, gt: GroundTruth |
     payload["official_metrics"] = report.official_metrics()
     payload["score_sweep"] = sweep
     payload["calibration"] = cal
+    strata, strata_lines, strata_plots = strata_section(report, gt, preds, out_dir, frequencies)
+    payload["strata"] = strata
     payload = nan_to_none(payload)
     texts = {
         "json": json.dumps(payload, indent=1, default=float),
         "datapoints": "".join(json.dumps(d) + "\n" for d in report.to_dict(include_datapoints=True)["datapoints"]),
-        "markdown": _markdown(report, cal, sweep),
+        "markdown": _markdown(report, cal, sweep).rstrip("\n") + "\n" + "\n".join(strata_lines) + "\n",
     }
     for name, text in texts.items():
         atomic_write(paths[name], lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
@@ -144,4 +152,4 @@ def write_report(report: SacoReport, preds: Predictions | Any, gt: GroundTruth |
         del paths["pr_curve"]
     plot_hist(report, preds, paths["score_hist"])
     plot_calibration(cal, paths["calibration"])
-    return paths
+    return {**paths, **strata_plots}

@@ -50,7 +50,7 @@ from .predictions import Predictions
 from .segmentation import box_to_rle, rle_to_box
 
 __all__ = ["IOU_THRESHOLDS", "SacoReport", "ThresholdMetrics", "ImageLevelMetrics", "PhraseStats",
-           "DatapointResult", "evaluate_cgf1", "score_threshold_sweep", "score_datapoint"]
+           "DatapointResult", "evaluate_cgf1", "score_threshold_sweep", "score_datapoint", "geometries"]
 
 
 @dataclass
@@ -132,7 +132,7 @@ class SacoReport(CgF1Metrics):
 # ---------------------------------------------------------------------------- per datapoint
 
 
-def _geometries(gt: GroundTruth, preds: Predictions, image_id: int, iou_type: str):
+def geometries(gt: GroundTruth, preds: Predictions, image_id: int, iou_type: str):
     """Prediction scores (input order) and per-annotator IoU matrices [n_pred x n_gt]."""
     dp = gt.datapoints[image_id]
     plist = preds.for_image(image_id)
@@ -173,7 +173,7 @@ def _run(gt: GroundTruth, preds: Predictions, iou_type: str, score_thresholds: S
     accs = [Accumulator(len(thrs)) for _ in score_thresholds]
     records: list[DatapointResult] = []
     for iid in gt.eval_ids:
-        scores, ious = _geometries(gt, preds, iid, iou_type)
+        scores, ious = geometries(gt, preds, iid, iou_type)
         for s_idx, s_thr in enumerate(score_thresholds):
             keep = scores >= s_thr
             results = [score_datapoint(m, keep, thrs, official) for m in ious]
