@@ -3,6 +3,7 @@ image formats."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..checkpoint import default_weights_path, load
@@ -26,6 +27,26 @@ def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
     except ValueError:
         raise InputError(f"exemplar {spec!r}: coordinates must be numbers") from None
     return box, positive  # type: ignore[return-value]
+
+
+NUMBER_LIST_OPTIONS = ("--exemplar", "--box", "--point")  # options whose value is x,y,...
+_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NEGATIVE_LIST = re.compile(rf"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:,{_NUMBER})+(?::\w*[+-]?)?")
+
+
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``--exemplar -5,10,50,60`` -> ``--exemplar=-5,10,50,60``: argparse takes a value that
+    starts with '-' and is not a plain negative number for an unknown option. Only the options
+    of NUMBER_LIST_OPTIONS are touched, and nothing after ``--``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        if out and out[-1] in NUMBER_LIST_OPTIONS and _NEGATIVE_LIST.fullmatch(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def load_model(args, kind: str = "image"):
