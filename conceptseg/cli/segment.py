@@ -64,7 +64,7 @@ def cmd_segment(args) -> int:
     model = load_model(args)
     pred = ImagePredictor(model, precision=args.precision)
     pred.set_image(rgb)
-    results = pred.predict(text=list(args.text) if args.text or not concepts else None,
+    results = pred.predict(text=list(args.text) if args.text else None,
                            exemplars=exemplars, threshold=args.threshold, concept=concepts)
     results = results if isinstance(results, list) else [results]
     labels = [r.text or "exemplars" for r in results[:len(results) - len(concepts)]] + \
