@@ -17,7 +17,6 @@ from conceptseg.cli.common import attach_number_lists
 from conceptseg.data.splits import EXEMPLAR_TEST_SEED
 from conceptseg.data.synthetic import SceneConfig, derive_seed, make_scene
 from conceptseg.errors import InputError
-from conceptseg.evaluate.exemplar import exemplar_groups
 from conceptseg.inference.concept import Concept, model_fingerprint
 from conceptseg.inference.prompts import clip_exemplars, validate_exemplars
 from conceptseg.ops.masks import mask_iou
@@ -237,7 +236,8 @@ def files(tmp_path_factory, test_model):
 def test_segment_reads_a_negative_first_coordinate_as_a_box(files, box, capsys):
     d, ckpt = files
     assert main(["segment", str(d / "a.png"), *box, "--checkpoint", ckpt, "--threshold", "0"]) == 0
-    assert "'exemplars':" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "'exemplars':" in out and "clipped to the 80x60 image: 0,10,50,40" in out
 
 
 def test_concept_make_merge_show_and_segment(files, capsys, pred):

@@ -4,14 +4,13 @@ with the shipped model exemplars from other scenes find the boxed kind."""
 
 import json
 
-import pytest
 import torch
 
 import conceptseg as cs
 from conceptseg.cli import main
 from conceptseg.data.splits import EXEMPLAR_TEST_SEED
 from conceptseg.data.synthetic import SceneConfig, derive_seed, make_scene, mask_to_rle
-from conceptseg.evaluate.exemplar import (_kind, _matched, curve_table, evaluate_exemplar_curve,
+from conceptseg.evaluate.exemplar import (_kept, _kind, _match_rles, curve_table, evaluate_exemplar_curve,
                                           exemplar_groups)
 from conceptseg.inference.results import Prediction
 
@@ -22,16 +21,16 @@ def _prediction(masks, scores):
                       presence=1.0, image_size=tuple(m.shape[1:]))
 
 
-def test_matched_is_one_to_one_above_the_threshold():
+def test_matching_is_one_to_one_above_the_threshold():
     scene = make_scene(derive_seed(EXEMPLAR_TEST_SEED, 0), 96, SceneConfig(split="test"))
     masks = torch.stack([torch.as_tensor(i.mask) for i in scene.instances])
     gt = [mask_to_rle(i.mask) for i in scene.instances]
     n = len(gt)
-    assert _matched(_prediction(masks, [0.9] * n), gt, 0.5) == n
-    assert _matched(_prediction(masks, [0.4] * n), gt, 0.5) == 0
+    assert _match_rles(_kept(_prediction(masks, [0.9] * n), 0.5), gt) == n
+    assert _match_rles(_kept(_prediction(masks, [0.4] * n), 0.5), gt) == 0
     twice = torch.cat([masks[:1], masks[:1]])
-    assert _matched(_prediction(twice, [0.9, 0.8]), gt, 0.5) == 1  # a duplicate counts once
-    assert _matched(_prediction(masks[:0], []), gt, 0.5) == 0
+    assert _match_rles(_kept(_prediction(twice, [0.9, 0.8]), 0.5), gt) == 1  # a duplicate counts once
+    assert _match_rles(_kept(_prediction(masks[:0], []), 0.5), gt) == 0
 
 
 def _expected_counts(num, size):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..checkpoint import default_weights_path, load
 from ..errors import InputError
-from ..inference.prompts import parse_label
+from ..inference.prompts import clip_exemplars, parse_label
 from ..runtime import check_output_path, progress, resolve_device
 
 
@@ -27,6 +27,15 @@ def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
     except ValueError:
         raise InputError(f"exemplar {spec!r}: coordinates must be numbers") from None
     return box, positive  # type: ignore[return-value]
+
+
+def check_exemplars(exemplars, rgb) -> None:
+    """Before the model: every box on the image (HxWx3); a note for each one clipped to it."""
+    H, W = rgb.shape[:2]
+    for (given, _), (clipped, _) in zip(exemplars, clip_exemplars(exemplars, W, H)):
+        if tuple(given) != tuple(clipped):
+            print(f"note: exemplar {','.join(f'{v:g}' for v in given)} clipped to the {W}x{H} "
+                  f"image: {','.join(f'{v:g}' for v in clipped)}")
 
 
 NUMBER_LIST_OPTIONS = ("--exemplar", "--box", "--point")  # options whose value is x,y,...

@@ -14,9 +14,9 @@ from ..errors import InputError
 from ..inference.concept import Concept
 from ..inference.image import ImagePredictor
 from ..inference.image_io import load_image
-from ..inference.prompts import clip_exemplars, validate_text
+from ..inference.prompts import validate_text
 from ..runtime import check_output_path, resolve_device
-from .common import load_model, parse_exemplar
+from .common import check_exemplars, load_model, parse_exemplar
 
 
 def register(sub) -> None:
@@ -66,27 +66,24 @@ def cmd_make(args) -> int:
     check_output_path(args.out, "--out")
     resolve_device(args.device)
     rgb = load_image(args.image)
-    H, W = rgb.shape[:2]
-    for (given, _), (clipped, _) in zip(exemplars, clip_exemplars(exemplars, W, H)):
-        if tuple(given) != tuple(clipped):
-            print(f"note: exemplar {','.join(f'{v:g}' for v in given)} clipped to the {W}x{H} "
-                  f"image: {','.join(f'{v:g}' for v in clipped)}")
+    check_exemplars(exemplars, rgb)
     pred = ImagePredictor(load_model(args)).set_image(rgb)
     concept = pred.encode_concept(text=args.text, exemplars=exemplars,
                                   name=args.name or Path(args.out).stem)
-    concept.save(args.out)
-    print(describe(concept))
-    print(f"concept written to {args.out}")
-    return 0
+    return _write(concept, args.out)
 
 
 def cmd_merge(args) -> int:
     check_output_path(args.out, "--out")
     merged = Concept.merge([Concept.load(p) for p in args.concepts],
                            name=args.name or Path(args.out).stem)
-    merged.save(args.out)
-    print(describe(merged))
-    print(f"concept written to {args.out}")
+    return _write(merged, args.out)
+
+
+def _write(concept: Concept, path: str) -> int:
+    concept.save(path)
+    print(describe(concept))
+    print(f"concept written to {path}")
     return 0
 
 

@@ -11,10 +11,10 @@ from ..inference.concept import Concept
 from ..inference.image import PRECISIONS, ImagePredictor
 from ..inference.image_io import load_image
 from ..inference.overlay import draw_overlay
-from ..inference.prompts import validate_exemplars, validate_text
+from ..inference.prompts import validate_text
 from ..inference.results import MASK_FORMATS
 from ..runtime import check_output_path, resolve_device
-from .common import check_image_output, load_model, parse_exemplar
+from .common import check_exemplars, check_image_output, load_model, parse_exemplar
 
 
 def register(sub) -> None:
@@ -60,7 +60,7 @@ def cmd_segment(args) -> int:
         check_output_path(args.json, "--json")
     resolve_device(args.device)
     rgb = load_image(args.image)
-    validate_exemplars(exemplars, rgb.shape[1], rgb.shape[0])
+    check_exemplars(exemplars, rgb)
     model = load_model(args)
     pred = ImagePredictor(model, precision=args.precision)
     pred.set_image(rgb)

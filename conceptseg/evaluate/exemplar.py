@@ -67,6 +67,23 @@ def _gt_json(scenes, groups_per_scene) -> dict:
     return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
 
 
+def _match_rles(rles: list[dict], gt_rles: list[dict]) -> int:
+    """Ground-truth geometries matched one-to-one at IoU >= 0.5 by ``rles`` taken in order
+    (each takes its best unmatched ground truth)."""
+    used: set[int] = set()
+    for row in rle_iou(rles, gt_rles):
+        free = [v if k not in used else -1.0 for k, v in enumerate(row)]
+        j = int(np.argmax(free)) if free else 0
+        if free and free[j] >= 0.5:
+            used.add(j)
+    return len(used)
+
+
+def _kept(pred: Prediction, threshold: float) -> list[dict]:
+    """RLEs of the predictions scoring above ``threshold``, best first."""
+    return [p["segmentation"] for p in pred.to_coco(0) if p["score"] > threshold]
+
+
 def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
     """Share of the non-boxed instances matched (IoU >= 0.5, one-to-one greedy by score) by a
     prediction scoring above ``threshold``."""
@@ -85,16 +102,17 @@ def _other_recall(gt_json: dict, preds: list[dict], threshold: float) -> float:
             continue
         total += len(others)
         ps = sorted(by_dp.get(dp, []), key=lambda p: -p["score"])
-        if not ps:
-            continue
-        ious = rle_iou([p["segmentation"] for p in ps], [a["segmentation"] for a in others])
-        used = set()
-        for row in ious:
-            j = int(np.argmax([v if k not in used else -1 for k, v in enumerate(row)]))
-            if row[j] >= 0.5 and j not in used:
-                used.add(j)
-        hit += len(used)
+        hit += _match_rles([p["segmentation"] for p in ps], [a["segmentation"] for a in others])
     return hit / max(total, 1)
+
+
+def _test_scenes(model, num_images: int, seed: int | None):
+    """(seed, the held-out scenes at the model's input size, their exemplar groups)."""
+    seed = EXEMPLAR_TEST_SEED if seed is None else seed
+    size = model.config.vision.image_size
+    scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
+              for i in range(num_images)]
+    return seed, scenes, [exemplar_groups(s) for s in scenes]
 
 
 def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | None = None,
@@ -102,11 +120,7 @@ def evaluate_exemplars(model, num_images: int, out_dir: str | Path, seed: int | 
     """Run both prompt kinds on ``num_images`` test scenes; write ``exemplars.json`` in out_dir
     and return {"exemplar": {...}, "text": {...}} with pmF1, other-instance recall, counts.
     Predictions scoring above ``dump_threshold`` (at most ``threshold``) are kept."""
-    seed = EXEMPLAR_TEST_SEED if seed is None else seed
-    size = model.config.vision.image_size
-    scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
-              for i in range(num_images)]
-    groups = [exemplar_groups(s) for s in scenes]
+    seed, scenes, groups = _test_scenes(model, num_images, seed)
     gt_json = _gt_json(scenes, groups)
     pred = ImagePredictor(model)
     preds = {"exemplar": [], "text": []}
@@ -145,19 +159,6 @@ def _kind(inst) -> tuple:
     return tuple(sorted(inst.attributes.items()))
 
 
-def _matched(pred: Prediction, gt_rles: list[dict], threshold: float) -> int:
-    """Ground-truth instances matched one-to-one (IoU >= 0.5, greedy in score order) by the
-    predictions scoring above ``threshold``."""
-    rles = [p["segmentation"] for p in pred.to_coco(0) if p["score"] > threshold]
-    used: set[int] = set()
-    for row in rle_iou(rles, gt_rles):
-        free = [v if k not in used else -1.0 for k, v in enumerate(row)]
-        j = int(np.argmax(free)) if free else 0
-        if free and free[j] >= 0.5:
-            used.add(j)
-    return len(used)
-
-
 def _references(scenes, groups) -> dict[tuple, list[tuple[int, int]]]:
     """kind -> [(scene, boxed instance)] for every scene holding that kind, in scene order."""
     refs: dict[tuple, list[tuple[int, int]]] = {}
@@ -179,11 +180,7 @@ def evaluate_exemplar_curve(model, num_images: int, out_dir: str | Path, seed: i
     instances. The other scenes are taken in scene order starting after the target's. Each
     is paired with the group's full phrase as text, scored on the same instances.
     """
-    seed = EXEMPLAR_TEST_SEED if seed is None else seed
-    size = model.config.vision.image_size
-    scenes = [make_scene(derive_seed(seed, i), size, SceneConfig(split="test"))
-              for i in range(num_images)]
-    groups = [exemplar_groups(s) for s in scenes]
+    seed, scenes, groups = _test_scenes(model, num_images, seed)
     refs = _references(scenes, groups)
     pred = ImagePredictor(model)
     single: dict[tuple[int, int], Concept] = {}  # (scene, instance) -> its one-box concept
@@ -191,9 +188,9 @@ def evaluate_exemplar_curve(model, num_images: int, out_dir: str | Path, seed: i
         pred.set_image(scenes[s].image)
         for _, boxed in groups[s]:
             single[s, boxed] = pred.encode_concept(exemplars=[(scenes[s].instances[boxed].box, True)])
-    # tallies[setting][k] = [found, total] for the exemplars and for text on the same instances
-    tallies = {m: {k: {"exemplars": [0, 0], "text": [0, 0]} for k in range(1, MAX_EXEMPLARS + 1)}
-               for m in ("same_image", "other_images")}
+    # tallies[setting][k][prompt] = [found, instances, kept predictions, kept on the kind]
+    tallies = {m: {k: {"exemplars": [0, 0, 0, 0], "text": [0, 0, 0, 0]}
+                   for k in range(1, MAX_EXEMPLARS + 1)} for m in ("same_image", "other_images")}
     for t in progress_bar(range(num_images), desc="exemplar curve", unit="img", disable=not progress):
         scene = scenes[t]
         pred.set_image(scene.image)
@@ -212,15 +209,22 @@ def evaluate_exemplar_curve(model, num_images: int, out_dir: str | Path, seed: i
             continue
         phrases = [format_phrase(scene.instances[ids[0]].attributes) for _, _, ids, _ in rows]
         results = pred.predict(text=phrases, concept=[c for *_, c in rows], threshold=threshold)
+        kind_rles = {_kind(scene.instances[ids[0]]): [mask_to_rle(scene.instances[i].mask) for i in ids]
+                     for ids, _ in groups[t]}
         for (setting, k, ids, _), r_text, r_ex in zip(rows, results[:len(rows)], results[len(rows):]):
             gt = [mask_to_rle(scene.instances[i].mask) for i in ids]
             for name, r in (("exemplars", r_ex), ("text", r_text)):
+                kept = _kept(r, threshold)
                 cell = tallies[setting][k][name]
-                cell[0] += _matched(r, gt, threshold)
+                cell[0] += _match_rles(kept, gt)
                 cell[1] += len(gt)
+                cell[2] += len(kept)  # precision: kept predictions on any instance of the kind
+                cell[3] += _match_rles(kept, kind_rles[_kind(scene.instances[ids[0]])])
     out = {"num_images": num_images, "seed": seed, "threshold": threshold, "iou": 0.5,
            "curve": {m: {str(k): {name: {"recall": c[0] / c[1] if c[1] else None,
-                                         "found": c[0], "instances": c[1]}
+                                         "found": c[0], "instances": c[1],
+                                         "precision": c[3] / c[2] if c[2] else None,
+                                         "kept": c[2]}
                                   for name, c in cells.items()}
                          for k, cells in per_k.items()}
                      for m, per_k in tallies.items()}}
@@ -238,11 +242,16 @@ def evaluate_exemplar_curve(model, num_images: int, out_dir: str | Path, seed: i
 
 
 def _cell(c: dict) -> str:
-    return "—" if c["recall"] is None else f"{100 * c['recall']:.1f} % ({c['found']}/{c['instances']})"
+    if c["recall"] is None:
+        return "—"
+    precision = "—" if c["precision"] is None else f"{100 * c['precision']:.0f} %"
+    return f"{100 * c['recall']:.1f} % ({c['found']}/{c['instances']}), P {precision}"
 
 
 def curve_table(res: dict) -> str:
-    """The curve as a Markdown table (one row per number of exemplars)."""
+    """The curve as a Markdown table (one row per number of exemplars): recall (found /
+    instances) and P, the precision of the kept predictions against every instance of the kind
+    on the image (the boxed ones included)."""
     lines = ["| exemplars | same image (the other instances) | text, same instances "
              "| other images (all instances) | text, same instances |",
              "|---|---|---|---|---|"]
@@ -263,7 +272,7 @@ def plot_exemplar_curve(res: dict, path: str) -> str:
         ax.plot(ks, [100 * res["curve"][setting][str(k)]["exemplars"]["recall"] for k in ks],
                 "o-", color=colour, label=f"exemplars, {label}")
         ax.plot(ks, [100 * res["curve"][setting][str(k)]["text"]["recall"] for k in ks],
-                "s--", color=colour, alpha=0.6, label=f"text, {label}'s instances")
+                "s--", color=colour, alpha=0.6, label=f"text (same instances as {label})")
     ax.set_xticks(range(1, MAX_EXEMPLARS + 1))
     ax.set_xlabel("exemplar boxes")
     ax.set_ylabel("recall at IoU 0.5 (%)")

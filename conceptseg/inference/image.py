@@ -42,6 +42,8 @@ class ImagePredictor:
     >>> pred = ImagePredictor(model); pred.set_image("street.jpg")
     >>> r = pred.predict(text="yellow school bus")            # every instance
     >>> rs = pred.predict(text=["bus", "person"])             # one image encoding, batched
+    >>> bus = pred.encode_concept(exemplars=[((10, 20, 200, 180), True)])   # a reusable Concept
+    >>> pred.set_image("depot.jpg").predict(concept=bus)      # found on another image
 
     With the tracker weights (``ImagePredictor(load_video_model(path))``, or
     ``ImagePredictor(model, tracker=video_model)``), :meth:`refine` gives SAM-style masks from
