@@ -278,3 +278,43 @@ def test_save_restore_with_two_concepts(test_model, tmp_path):
     assert [x[:3] for x in a] == [x[:3] for x in b] and len(a) == 5
     assert {p for x in a for p in x[2]} == {"a", "b"}
     assert all(torch.equal(x[3], y[3]) for x, y in zip(a, b))
+
+
+# ---------------------------------------------------------------- conceptseg track
+
+
+def test_track_command_with_several_concepts(shipped, tmp_path, capsys):
+    """`track --text a --text b --concept f`: one session, each object's phrase in the JSON
+    and in the overlay label; a concept made with another model is refused before tracking."""
+    from conceptseg.cli import main
+
+    with VideoSession(shipped, CLIP, file_preprocessing="torchcodec") as s:
+        feats, _ = s.engine.features.frame(5)
+        encode_concept(shipped.detector, feats, s.size, "clip-5", text="boxed",
+                       exemplars=[((60, 60, 140, 140), True)]).save(tmp_path / "b.concept")
+    out, js = tmp_path / "o.mp4", tmp_path / "m.json"
+    rc = main(["track", CLIP, "--text", RED, "--text", BLUE, "--concept",
+               str(tmp_path / "b.concept"), "--max-frames", "3", "--file-preprocessing",
+               "torchcodec", "--out", str(out), "--json", str(js)])
+    assert rc == 0 and out.stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert all(f"'{p}':" in printed for p in (RED, BLUE, "boxed"))
+    doc = __import__("json").loads(js.read_text())
+    assert doc["phrases"] == [RED, BLUE, "boxed"] and len(doc["frames"]) == 3
+    seen = {}
+    for f in doc["frames"]:
+        for o in f["objects"]:
+            assert seen.setdefault(o["id"], o["phrase"]) == o["phrase"]
+    assert set(seen.values()) <= {RED, BLUE, "boxed"} and seen
+    # one line, exit 2: the same phrase twice, nothing to track, another model's concept
+    other = tmp_path / "other.concept"
+    with VideoSession(build_video_model("test", seed=0), CLIP) as s:
+        feats, _ = s.engine.features.frame(0)
+        encode_concept(s.model.detector, feats, s.size, None, text="x",
+                       exemplars=[((10, 10, 50, 50), True)]).save(other)
+    for argv, msg in ((["--text", RED, "--text", RED], "twice"), ([], "give --text"),
+                      (["--concept", str(other)], "made with model")):
+        capsys.readouterr()
+        assert main(["track", CLIP, "--max-frames", "1", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
