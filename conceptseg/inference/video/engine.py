@@ -46,7 +46,8 @@ class VideoEngine:
         self.source = source
         self.size = source.size  # (H, W)
         self.features = FeatureCache(model, source, device, precision, feature_cache)
-        self._det_cache: dict[tuple, Detections] = {}  # the last few frames' detections
+        # the last few detections (frame x prompt), each with the Concept its key names by id
+        self._det_cache: dict[tuple, tuple[object, Detections]] = {}
         self._config = None  # association config of the state being stepped (set by step)
 
     def clear_caches(self) -> None:
@@ -65,7 +66,7 @@ class VideoEngine:
                None if ex is None else (tuple(ex[0].flatten().tolist()), tuple(ex[1].tolist())))
         hit = self._det_cache.get(key)
         if hit is not None:
-            return hit
+            return hit[1]
         det = self.model.detector
         if concept.concept is not None:  # a reusable concept: its tokens beside its phrase
             tf = self.features.text(concept.concept.query_text)
@@ -84,7 +85,7 @@ class VideoEngine:
         probs = inverse_sigmoid(joint).clamp(-10.0, 10.0)[0, :, 0].sigmoid()
         dets = select_detections(probs, out["pred_masks"][0].float(),
                                  out["pred_boxes_xyxy"][0].float(), self._config)
-        self._det_cache[key] = dets
+        self._det_cache[key] = (concept.concept, dets)  # holding the Concept keeps its id valid
         while len(self._det_cache) > DET_CACHE:
             self._det_cache.pop(next(iter(self._det_cache)))
         return dets

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ...errors import SessionError
 from ...tracker.bank import FrameMemory, MemoryBank
+from ..concept import Concept
 from .association_state import AssociationConfig, AssociationState
 from .results import FrameResult, StoredFrame
 
@@ -68,8 +69,7 @@ class TrackedConcept:
     text: str | None = None  # the phrase; None: exemplars / clicks only (official "visual")
     # frame -> exemplar boxes on it (K x 4 normalised cxcywh, K labels 1/0)
     exemplars: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    # a reusable concept (conceptseg.inference.concept.Concept): detects on every frame
-    concept: object | None = None
+    concept: Concept | None = None  # a reusable concept prompt: detects on every frame
     groups: list[Group] = field(default_factory=list)  # its tracker groups, in creation order
     assoc: AssociationState = field(default_factory=AssociationState)  # its tracker_metadata
     clicked: set[int] = field(default_factory=set)  # its objects created by clicks (no phrase)
