@@ -1,9 +1,11 @@
 """The per-frame engine of a video session (the official ``Sam3VideoBase._det_track_one_frame``
 with one process): :meth:`VideoEngine.step` takes a :class:`~.state.SessionState` and a frame
-index, runs the detection step, tracker propagation of every group and the association, then
-re-seeding, memory updates, new objects and removals in the official order. It **mutates the
-state in place** and returns the frame's :class:`~.association.FramePlan` (whose ``record`` is
-released later as a :class:`~.results.FrameResult`).
+index, runs the trunk and both necks once, then for each concept (:class:`~.state.TrackedConcept`)
+the detection step on the shared features, tracker propagation of its groups and its
+association, then re-seeding, memory updates, new objects and removals in the official order.
+It **mutates the state in place** and returns a :class:`~.association.FrameStep` (one
+:class:`~.association.FramePlan` per concept; its merged ``record`` is released later as a
+:class:`~.results.FrameResult`).
 
 The engine holds what a state must not: the model, the opened video and caches (features,
 detections). One engine can run several states of the same video one after the other.
