@@ -14,6 +14,16 @@ so that the measurement is about per-frame cost, not about an ever-growing objec
 
     python bench/video.py                        # 1,000 frames, ~1-2 min on one core
     python bench/video.py --frames 200 --threads 2
+
+Several concepts (issue 13): ``--concepts "red object,blue object,green object"`` instead
+times one session tracking the first phrase against one tracking all of them on the same clip
+(default: the shipped clip and model), the median time per frame of each (best of
+``--repeats`` runs, alternated), and prints their ratio (target: three concepts <= 1.5x one).
+The trunk runs once per frame for all concepts; the detector's prompt part, the association
+and the tracker (per object) scale with the concepts and the objects they find.
+
+    python bench/video.py --concepts "red object,blue object,green object"
+    python bench/video.py --concepts "red object,blue object,green object" --baseline object
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from conceptseg.inference.video import VideoSession  # noqa: E402
 from conceptseg.inference.video import AssociationConfig  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_small"
+CLIP = Path(__file__).resolve().parents[1] / "conceptseg" / "assets" / "examples" / "clip.mp4"
 
 
 def rss_mb() -> float:
@@ -82,6 +93,67 @@ def make_clip(folder: Path, frames: int, width: int, height: int, seed: int = 0)
         Image.fromarray(f).save(folder / f"{t:05d}.png")
 
 
+def time_concepts(model, video, phrases: list[str], frames: int | None) -> dict:
+    """Per propagated frame of a session tracking ``phrases`` (median ms): the whole step
+    (``engine.step``), its shared part (trunk + both necks, once per frame) and its detector
+    part (one per concept); and the objects tracked at the end."""
+    with VideoSession(model, video, file_preprocessing="torchcodec") as s:
+        for k, p in enumerate(phrases):
+            s.add_text(p, frame=0, replace=(k == 0))
+        s.engine.features.clear()  # frame 0 is timed like the others
+        s.engine.clear_caches()
+        spent = {"step": [], "shared": [], "detect": []}
+        eng = s.engine
+
+        def timed(name, fn):
+            def run(*a, **k):
+                t1 = time.perf_counter()
+                out = fn(*a, **k)
+                spent[name][-1] += time.perf_counter() - t1
+                return out
+            return run
+
+        step, frame, detect = eng.step, eng.features.frame, eng.detect
+        eng.features.frame = timed("shared", frame)
+        eng.detect = timed("detect", detect)
+
+        def timed_step(state, t, reverse):
+            for v in spent.values():
+                v.append(0.0)
+            return timed("step", step)(state, t, reverse)
+
+        eng.step = timed_step
+        for _ in s.propagate("forward", max_frames=frames):
+            pass
+        out = {k: 1000 * float(np.median(v)) for k, v in spent.items()}
+        out["objects"] = len(s.obj_ids)
+        return out
+
+
+def concepts_main(args) -> None:
+    phrases = [p.strip() for p in args.concepts.split(",") if p.strip()]
+    model = load_video_model(args.checkpoint)  # default: the shipped model
+    video = args.video or CLIP
+    print(f"video {video}; model {args.checkpoint or 'shipped'}; torch threads "
+          f"{torch.get_num_threads()}; phrases {phrases}; one concept: "
+          f"{args.baseline or phrases[0]!r}")
+    best: dict[int, dict] = {}
+    one = [args.baseline] if args.baseline else phrases[:1]
+    for _ in range(args.repeats):
+        for k in (1, len(phrases)):
+            r = time_concepts(model, video, one if k == 1 else phrases, args.concept_frames)
+            if k not in best or r["step"] < best[k]["step"]:
+                best[k] = r
+    for k, r in best.items():
+        rest = r["step"] - r["shared"] - r["detect"]
+        print(f"{k} concept(s): {r['step']:.1f} ms/frame = trunk+necks {r['shared']:.1f} + "
+              f"detector prompts {r['detect']:.1f} + tracker/association {rest:.1f} "
+              f"({r['objects']} objects tracked at the end)")
+    one, many = best[1]["step"], best[len(phrases)]["step"]
+    print(f"ratio {len(phrases)} concepts / 1 concept: {many / one:.2f}x (median per frame, "
+          f"best of {args.repeats})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1000)
@@ -89,9 +161,22 @@ def main() -> None:
     ap.add_argument("--text", default="red square")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--max-objects", type=int, default=8)
-    ap.add_argument("--checkpoint", default=None, help="video checkpoint (default: fixture)")
+    ap.add_argument("--checkpoint", default=None, help="video checkpoint (default: fixture; "
+                                                       "with --concepts: the shipped model)")
+    ap.add_argument("--concepts", default=None,
+                    help="comma-separated phrases: time all of them against the first alone")
+    ap.add_argument("--video", default=None, help="with --concepts (default: the shipped clip)")
+    ap.add_argument("--concept-frames", type=int, default=None,
+                    help="with --concepts: frames per run (default: the whole clip)")
+    ap.add_argument("--repeats", type=int, default=3, help="with --concepts: runs of each")
+    ap.add_argument("--baseline", default=None,
+                    help="with --concepts: the one-concept run's phrase (default: the first), "
+                         "e.g. one phrase covering the same objects as the several")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.concepts:
+        concepts_main(args)
+        return
     w, h = (int(v) for v in args.size.lower().split("x"))
 
     ckpt = args.checkpoint or (FIXTURE / "video_model_state_dict.pt")

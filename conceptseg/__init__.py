@@ -13,6 +13,7 @@ from .checkpoint import convert, save_checkpoint
 from .config import Sam3Config, get_config
 from .errors import (CheckpointError, ConceptSegError, InputError, MissingDependencyError,
                      SessionError, VideoInputError)
+from .inference.concept import Concept
 from .inference.image import ImagePredictor
 from .inference.results import ImageResult, Prediction, Refinement
 from .inference.video import VideoSession
@@ -23,7 +24,7 @@ __all__ = [
     "build_model", "load", "load_video_model", "convert", "save_checkpoint", "Sam3Config",
     "get_config",
     # images
-    "ImagePredictor", "Prediction", "ImageResult", "Refinement",
+    "ImagePredictor", "Prediction", "ImageResult", "Refinement", "Concept",
     # videos
     "VideoSession", "FrameResult", "VideoResults", "AssociationConfig",
     # errors

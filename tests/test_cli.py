@@ -88,8 +88,10 @@ def test_bad_prompts(ckpt, image, capsys):
 
 def test_bad_boxes(ckpt, image, capsys):
     base = ["segment", image, "--text", "x", "--checkpoint", ckpt]
-    run_err(capsys, base + ["--exemplar", "10,10,500,20"], "outside the 80x60 image")
-    run_err(capsys, base + ["--exemplar=-5,10,20,20"], "outside")
+    # partly outside is clipped (tests/test_concept.py); entirely outside is refused
+    run_err(capsys, base + ["--exemplar", "100,10,500,20"], "entirely outside the 80x60 image")
+    run_err(capsys, base + ["--exemplar=-50,10,-5,20"], "entirely outside")
+    run_err(capsys, base + ["--exemplar", "-50,10,-5,20"], "entirely outside")
     run_err(capsys, base + ["--exemplar", "30,10,20,20"], "x0 < x1")
     run_err(capsys, base + ["--exemplar", "1,2,3"], "four numbers")
     run_err(capsys, base + ["--exemplar", "1,2,3,4:maybe"], "'pos' or 'neg'")

@@ -107,7 +107,7 @@ def test_exemplars(pred):
     (dict(text="x" * 600), "characters"),
     (dict(text=b"\xff\xfe"), "UTF-8"),
     (dict(text=None), "give a text"),
-    (dict(text="a", exemplars=[((0, 0, 80, 10), True)]), "outside"),
+    (dict(text="a", exemplars=[((500, 0, 580, 10), True)]), "entirely outside"),  # partly: clipped
     (dict(text="a", exemplars=[((10, 0, 5, 10), True)]), "x0 < x1"),
     (dict(text="a", exemplars=[((0, 0, float("nan"), 10), True)]), "non-finite"),
     (dict(text="a", threshold=1.5), "threshold"),

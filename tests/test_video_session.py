@@ -248,7 +248,7 @@ def test_bad_input_is_a_clear_error_and_the_session_stays_usable(video_model, fr
             (lambda: s.propagate("sideways"), "direction"),
             (lambda: s.propagate(start=4), "out of range"),
             (lambda: s.propagate(max_frames=0), "max_frames"),
-            (lambda: s.add_exemplars([(0, 0, 500, 10)], frame=0), "outside"),
+            (lambda: s.add_exemplars([(500, 0, 600, 10)], frame=0), "entirely outside"),
             (lambda: s.add_exemplars([], frame=0), "at least one"),
         ]
         for call, msg in bad:

@@ -321,3 +321,20 @@ def test_boxes_come_from_final_masks_after_clicks_and_propagation(test_model):
         assert all(_boxes_match_masks(r) for r in results)
         for r in results:
             assert r.empty.tolist() == [not m.any() for m in r.masks]
+
+
+def test_restore_refuses_a_state_of_an_older_format_in_one_line(test_model, tmp_path):
+    """Version 2 (several concepts) refuses version-1 files with a clear message."""
+    with _session(test_model, 3) as s:
+        s.add_text("thing")
+        s.add_text("other", replace=False)
+        path = s.save_state(tmp_path / "state.pt")
+    doc = torch.load(path, weights_only=True)
+    assert doc["version"] == 2
+    doc["version"] = 1
+    torch.save(doc, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="version 1 is not supported"):
+        VideoSession.restore(test_model, _frames_dir(3), tmp_path / "old.pt")
+    with VideoSession.restore(test_model, _frames_dir(3), path) as r:
+        assert r.phrases == ["thing", "other"] and r.obj_ids == [0, 1, 2, 3]
+        assert [c.assoc.obj_ids for c in r.state.concepts] == [[0, 1], [2, 3]]

@@ -13,11 +13,11 @@ import warnings
 
 from .. import __version__
 from ..errors import ConceptSegError
-from . import convert, demo, evaluate, segment, serve, track, train
-from . import mcp, tool_schema
+from . import concept, convert, demo, evaluate, mcp, segment, serve, tool_schema, track, train
+from .common import attach_number_lists
 
-COMMANDS = (segment, track, convert, train, evaluate, demo, serve)  # in the order `--help` lists them
-COMMANDS += (mcp, tool_schema)  # the LLM tool
+# in the order `--help` lists them
+COMMANDS = (segment, track, concept, convert, train, evaluate, demo, serve, mcp, tool_schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Like ``parse_args``, but an unknown flag is reported by the sub-command's parser, with
     the sub-command's usage (argparse's default reports it with the top-level usage)."""
     parser = build_parser()
+    argv = attach_number_lists(sys.argv[1:] if argv is None else list(argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

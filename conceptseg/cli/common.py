@@ -3,11 +3,12 @@ image formats."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..checkpoint import default_weights_path, load
 from ..errors import InputError
-from ..inference.prompts import parse_label
+from ..inference.prompts import clip_exemplars, parse_label
 from ..runtime import check_output_path, progress, resolve_device
 
 
@@ -26,6 +27,35 @@ def parse_exemplar(spec: str) -> tuple[tuple[float, float, float, float], bool]:
     except ValueError:
         raise InputError(f"exemplar {spec!r}: coordinates must be numbers") from None
     return box, positive  # type: ignore[return-value]
+
+
+def check_exemplars(exemplars, rgb) -> None:
+    """Before the model: every box on the image (HxWx3); a note for each one clipped to it."""
+    H, W = rgb.shape[:2]
+    for (given, _), (clipped, _) in zip(exemplars, clip_exemplars(exemplars, W, H)):
+        if tuple(given) != tuple(clipped):
+            print(f"note: exemplar {','.join(f'{v:g}' for v in given)} clipped to the {W}x{H} "
+                  f"image: {','.join(f'{v:g}' for v in clipped)}")
+
+
+NUMBER_LIST_OPTIONS = ("--exemplar", "--box", "--point")  # options whose value is x,y,...
+_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NEGATIVE_LIST = re.compile(rf"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:,{_NUMBER})+(?::\w*[+-]?)?")
+
+
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``--exemplar -5,10,50,60`` -> ``--exemplar=-5,10,50,60``: argparse takes a value that
+    starts with '-' and is not a plain negative number for an unknown option. Only the options
+    of NUMBER_LIST_OPTIONS are touched, and nothing after ``--``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        if out and out[-1] in NUMBER_LIST_OPTIONS and _NEGATIVE_LIST.fullmatch(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def load_model(args, kind: str = "image"):

@@ -12,7 +12,7 @@ from .. import build  # build.load is looked up on use (tests stand in a model)
 from ..atomic import atomic_write
 from ..errors import InputError
 from ..evaluate import coco_ap, evaluate_cgf1, load_ground_truth, load_predictions, restrict, write_report
-from ..evaluate.exemplar import evaluate_exemplars
+from ..evaluate.exemplar import curve_table, evaluate_exemplar_curve, evaluate_exemplars
 from ..evaluate.inputs import load_json, synthetic_count
 from ..evaluate.interactive_run import interactive_instances, run_interactive
 from ..evaluate.predict import (datapoints_by_file, foreign_count, heldout_subsets, image_paths,
@@ -39,6 +39,8 @@ def _check_options(args) -> None:
     """Everything cheap, before any work: thresholds, --out, the device."""
     _check_unit("--threshold", args.threshold)
     _check_unit("--dump-threshold", args.dump_threshold)
+    if args.cross_image and not args.exemplars:
+        raise InputError("--cross-image draws the exemplar curve: add --exemplars")
     runs_model = args.model is not None and not args.video
     if runs_model and args.dump_threshold > args.threshold:
         raise InputError(f"--dump-threshold {args.dump_threshold:g} is above --threshold {args.threshold:g}: "
@@ -56,6 +58,8 @@ def _cmd_exemplars(args) -> int:
     if not is_synthetic(spec):
         raise InputError("--exemplars runs on the synthetic test split: --data synthetic[:N]")
     num = synthetic_count(spec, DEFAULT_EXEMPLAR_IMAGES)
+    if args.cross_image:
+        return _cmd_exemplar_curve(args, num)
     res = evaluate_exemplars(build.load(args.model or None, device=args.device), num, args.out,
                              threshold=args.threshold, dump_threshold=args.dump_threshold)
     for kind in ("exemplar", "text"):
@@ -98,6 +102,18 @@ def _cmd_interactive(args) -> int:
             print(f"{m.replace('_', ' '):12s}: NoC@85 {r['NoC@85']:.2f}  NoC@90 {r['NoC@90']:.2f}  "
                   f"never 90 {100 * r['never_90']:.1f}%  mIoU@1 {at[1]:.3f}  mIoU@5 {at[min(5, len(at) - 1)]:.3f}")
     print(f"{s['num_instances']} instances, up to {args.max_clicks} clicks; report: {s['files']['markdown']}")
+    return 0
+
+
+def _cmd_exemplar_curve(args, num: int) -> int:
+    res = evaluate_exemplar_curve(build.load(args.model or None, device=args.device), num, args.out,
+                                  threshold=args.threshold)
+    print(f"recall of the boxed kind's instances at IoU 0.5 (score > {args.threshold:g}), "
+          f"{num} held-out scenes:")
+    print(curve_table(res))
+    out = Path(args.out)
+    print(f"{out / 'exemplar_curve.json'}, {out / 'exemplar_curve.md'}"
+          + (f", {res['plot']}" if res["plot"] else f" (no plot: {res.get('plot_note')})"))
     return 0
 
 
@@ -220,6 +236,9 @@ def register(sub) -> None:
     e.add_argument("--max-clicks", type=int, default=20, help="--interactive: clicks per instance")
     e.add_argument("--from-text", action="store_true",
                    help="--interactive: also start from the text prompt's mask and report both")
+    e.add_argument("--cross-image", action="store_true",
+                   help="--exemplars: the exemplar curve, recall against 1, 2 and 3 exemplars boxed "
+                        "on the same image or on other images (a concept carried over), beside text")
     e.add_argument("--video", action="store_true",
                    help="video metrics (pHOTA, DetA, AssA, IDSW, masklet cgF1): --gt is YTVIS / SA-Co "
                         "VEval JSON, --pred YTVIS results or `conceptseg track --json` file(s); "

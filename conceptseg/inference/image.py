@@ -19,6 +19,7 @@ from ..model.detector import ImageFeatures, Sam3Detector, TextFeatures
 from ..model.video_model import check_compatible
 from ..runtime import resolve_device
 from ..text.tokenizer import ClipTokenizer
+from .concept import Concept, encode_concept, model_fingerprint, stack_prompts
 from .image_io import load_image, preprocess, squash_note
 from .image_refine import build_prompt, interactive_heads, run_refine
 from .prompts import Exemplar, validate_exemplars, validate_text
@@ -41,6 +42,8 @@ class ImagePredictor:
     >>> pred = ImagePredictor(model); pred.set_image("street.jpg")
     >>> r = pred.predict(text="yellow school bus")            # every instance
     >>> rs = pred.predict(text=["bus", "person"])             # one image encoding, batched
+    >>> bus = pred.encode_concept(exemplars=[((10, 20, 200, 180), True)])   # a reusable Concept
+    >>> pred.set_image("depot.jpg").predict(concept=bus)      # found on another image
 
     With the tracker weights (``ImagePredictor(load_video_model(path))``, or
     ``ImagePredictor(model, tracker=video_model)``), :meth:`refine` gives SAM-style masks from
@@ -74,6 +77,7 @@ class ImagePredictor:
         self.features: ImageFeatures | None = None
         self.image_size: tuple[int, int] | None = None  # (height, width)
         self.image_id: str | None = None  # fingerprint of the current image (image_fingerprint)
+        self._model_id: str | None = None  # model_fingerprint, once a concept needs it
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -124,17 +128,32 @@ class ImagePredictor:
         return TextFeatures(torch.cat([r.feats for r in rows]), torch.cat([r.padding for r in rows]),
                             torch.cat([r.embeds for r in rows]))
 
+    def encode_concept(self, text: str | None = None, exemplars: Sequence[Exemplar] = (),
+                       name: str | None = None) -> Concept:
+        """A reusable :class:`~conceptseg.inference.concept.Concept` from exemplar boxes (pixel
+        xyxy with a positive/negative flag, clipped to the image) on the current image and/or a
+        phrase; ``predict(concept=...)`` finds it on any other image."""
+        if self.features is None or self.image_size is None:
+            raise InputError("call set_image() before encode_concept()")
+        with self._autocast():
+            return encode_concept(self.model, self.features, self.image_size, self.image_id,
+                                  text, exemplars, name)
+
     @torch.inference_mode()
     def predict(self, text: str | list[str] | None = None, exemplars: Sequence[Exemplar] = (),
                 threshold: float = 0.5, return_probs: bool = False,
+                concept: Concept | Sequence[Concept] | None = None,
                 max_instances: int | None = None) -> Prediction | list[Prediction]:
         """Find every instance of each concept.
 
         text: one phrase or a list (batched over one image encoding). exemplars: boxes in pixel
         xyxy with a positive/negative flag, applied to every phrase; with no text the official
-        placeholder text "visual" is used. Only instances scoring above ``threshold`` get
-        full-size masks; ``max_instances`` keeps only the best that many per phrase before any
-        full-size mask is decoded (a crowded image cannot exhaust memory).
+        placeholder text "visual" is used. concept: one :class:`Concept` or a list (made on any
+        image by :meth:`encode_concept` or loaded), batched with the phrases; their results
+        follow the phrases' (a list whenever a list or both kinds are given). Only instances
+        scoring above ``threshold`` get full-size masks; ``max_instances`` keeps only the best
+        that many per prompt before any full-size mask is decoded (a crowded image cannot
+        exhaust memory).
         """
         if self.features is None or self.image_size is None:
             raise InputError("call set_image() before predict()")
@@ -142,26 +161,31 @@ class ImagePredictor:
             raise InputError(f"threshold must be within [0, 1], got {threshold}")
         if max_instances is not None and max_instances < 0:
             raise InputError(f"max_instances must be >= 0, got {max_instances}")
-        single = not isinstance(text, (list, tuple))
-        texts = [text] if single else list(text)
-        if not texts:
+        concepts = self._check_concepts(concept)
+        if isinstance(text, (list, tuple)):
+            texts = list(text)
+        else:
+            texts = [] if text is None and concepts else [text]
+        single = (not isinstance(text, (list, tuple)) and not isinstance(concept, (list, tuple))
+                  and len(texts) + len(concepts) == 1)
+        if not texts and not concepts:
             raise InputError("no prompt given")
         if texts == [None]:
             if not exemplars:
                 raise InputError("give a text prompt, exemplar boxes, or both")
             texts = ["visual"]
+        if exemplars and not texts:
+            raise InputError("exemplars apply to text prompts; to add boxes to a concept, "
+                             "encode_concept() them and Concept.merge()")
         texts = [validate_text(t) for t in texts]
         H, W = self.image_size
         boxes, labels = validate_exemplars(exemplars, W, H)
-        B = len(texts)
-        tf = self.encode_texts(texts)
+        B = len(texts) + len(concepts)
         image = self.features.select(torch.zeros(B, dtype=torch.long, device=self.device))
-        box_args = (None, None)
-        if boxes.shape[0]:
-            box_args = (boxes.to(self.device)[None].expand(B, -1, -1),
-                        labels.to(self.device)[None].expand(B, -1))
         with self._autocast():
-            out = self.model.forward_grounding(image, tf, *box_args, with_masks=False)
+            prompt, padding = self._prompts(texts, boxes, labels, concepts)
+            out = self.model.forward_prompt(image, prompt, padding, with_masks=False)
+        texts = texts + [c.text for c in concepts]
         presence = out["presence_logit_dec"].float().sigmoid()  # B x 1
         scores = out["pred_logits"].float().sigmoid()[..., 0] * presence  # B x Q
         results = []
@@ -172,9 +196,42 @@ class ImagePredictor:
             results.append(self._finish(texts[b], out, b, keep, scores[b], float(presence[b]),
                                         return_probs))
             results[-1].num_found = found
-        if single and texts == ["visual"] and text is None:
+        if text is None and not concepts and texts == ["visual"]:
             results[0].text = None
         return results[0] if single else results
+
+    def _check_concepts(self, concept) -> list[Concept]:
+        concepts = [] if concept is None else list(concept) if isinstance(concept, (list, tuple)) \
+            else [concept]
+        for c in concepts:
+            if not isinstance(c, Concept):
+                raise InputError(f"concept must be a Concept, got {type(c).__name__}")
+            c.check_model(self._model_fingerprint())
+        return concepts
+
+    def _model_fingerprint(self) -> str:
+        if self._model_id is None:  # hashed once per predictor: its weights are fixed
+            self._model_id = model_fingerprint(self.model)
+        return self._model_id
+
+    def _prompts(self, texts: list[str], boxes: torch.Tensor, labels: torch.Tensor,
+                 concepts: list[Concept]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens for the phrase rows (boxes on this image) then the concept rows,
+        padded to one length when both are given: B x P x C and B x P."""
+        rows = []
+        if texts:
+            n = len(texts)
+            box_args = (None, None)
+            if boxes.shape[0]:
+                box_args = (boxes.to(self.device)[None].expand(n, -1, -1),
+                            labels.to(self.device)[None].expand(n, -1))
+            image = self.features.select(torch.zeros(n, dtype=torch.long, device=self.device))
+            rows.append(self.model.encode_prompt(image, self.encode_texts(texts), *box_args))
+        if concepts:
+            tf = self.encode_texts([c.query_text for c in concepts])
+            rows += [c.prompt(TextFeatures(tf.feats[i:i + 1], tf.padding[i:i + 1],
+                                           tf.embeds[i:i + 1])) for i, c in enumerate(concepts)]
+        return rows[0] if len(rows) == 1 else stack_prompts(rows)
 
     def _finish(self, text: str, out: dict, b: int, keep: torch.Tensor, scores: torch.Tensor,
                 presence: float, return_probs: bool) -> Prediction:

@@ -53,12 +53,14 @@ def parse_label(value, what: str = "exemplar label") -> bool:
     raise InputError(f"{what} must be True/False, 1/0 or pos/neg, got {value!r}")
 
 
-def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel xyxy boxes with labels -> (N x 4 normalised cxcywh, N labels 1/0).
+def clip_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
+                   ) -> list[tuple[tuple[float, float, float, float], int]]:
+    """Pixel xyxy boxes with labels, checked and clipped to the image -> [((x0, y0, x1, y1), 1/0)].
 
-    Each exemplar is ``((x0, y0, x1, y1), label)`` with a label read by :func:`parse_label`."""
-    boxes, labels = [], []
+    Each exemplar is ``((x0, y0, x1, y1), label)`` with a label read by :func:`parse_label`. A
+    box partly outside the image is clipped to it; one entirely outside (nothing left after
+    clipping) is an InputError, as are reversed corners and non-finite coordinates."""
+    out = []
     for i, item in enumerate(exemplars):
         try:
             box, positive = item
@@ -69,12 +71,24 @@ def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
             raise InputError(f"exemplar {i} has a non-finite coordinate")
         if x1 <= x0 or y1 <= y0:
             raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) needs x0 < x1 and y0 < y1")
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the "
-                             f"{width}x{height} image")
+        cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+        cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) lies entirely outside "
+                             f"the {width}x{height} image")
+        out.append(((cx0, cy0, cx1, cy1), 1 if parse_label(positive, f"exemplar {i} label") else 0))
+    return out
+
+
+def validate_exemplars(exemplars: Iterable[Exemplar], width: int, height: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel xyxy boxes with labels -> (N x 4 normalised cxcywh, N labels 1/0), each box
+    clipped to the image first (see :func:`clip_exemplars`)."""
+    boxes, labels = [], []
+    for (x0, y0, x1, y1), label in clip_exemplars(exemplars, width, height):
         boxes.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width,
                       (y1 - y0) / height])
-        labels.append(1 if parse_label(positive, f"exemplar {i} label") else 0)
+        labels.append(label)
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(labels).long()
 
 

@@ -131,6 +131,12 @@ class Sam3Detector(nn.Module):
           as aux_logits L x B x Q x 1, aux_boxes L x B x Q x 4, aux_presence L x B x 1.
         """
         prompt, prompt_padding = self.encode_prompt(image, text, boxes, box_labels, box_padding)
+        return self.forward_prompt(image, prompt, prompt_padding, with_masks=with_masks)
+
+    def forward_prompt(self, image: ImageFeatures, prompt: Tensor, prompt_padding: Tensor, *,
+                       with_masks: bool = True) -> dict[str, Tensor]:
+        """forward_grounding from ready prompt tokens B x P x C (padding B x P, True = absent),
+        e.g. a saved concept's (``inference/concept.py``); same outputs."""
         memory, memory_pos, hw = self.fuse(image, prompt, prompt_padding)
         hs, boxes_all, presence = self.transformer.decoder(memory, memory_pos, hw, prompt,
                                                            prompt_padding)

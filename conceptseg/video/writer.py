@@ -39,10 +39,12 @@ def _palette(obj_id: int) -> np.ndarray:
 
 
 def draw_overlay(frame: np.ndarray, masks, obj_ids: Optional[Sequence[int]] = None,
-                 alpha: float = 0.5, draw_ids: bool = False) -> np.ndarray:
+                 alpha: float = 0.5, draw_ids: bool = False,
+                 labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Blend binary ``masks`` (``N x H x W``) onto an ``H x W x 3`` uint8 frame, one colour per
-    object id (``obj_ids``, default ``0..N-1``); ``draw_ids`` writes each object's id at the
-    top-left corner of its mask (empty masks get nothing)."""
+    object id (``obj_ids``, default ``0..N-1``); ``draw_ids`` writes each object's id (or its
+    ``labels`` entry, one per mask) at the top-left corner of its mask (empty masks get
+    nothing)."""
     frame = _as_uint8_rgb(frame)
     m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     m = m.astype(bool)
@@ -54,10 +56,11 @@ def draw_overlay(frame: np.ndarray, masks, obj_ids: Optional[Sequence[int]] = No
         if mk.any():
             out[mk] = (1 - alpha) * out[mk] + alpha * _palette(ids[k])
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return _draw_ids(out, m, ids) if draw_ids else out
+    return _draw_ids(out, m, ids, labels) if draw_ids else out
 
 
-def _draw_ids(frame: np.ndarray, masks: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+def _draw_ids(frame: np.ndarray, masks: np.ndarray, ids: Sequence[int],
+              labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Each object's id on a dark box at its mask's top-left corner, font scaled to the frame."""
     img = Image.fromarray(frame)
     draw = ImageDraw.Draw(img)
@@ -71,7 +74,7 @@ def _draw_ids(frame: np.ndarray, masks: np.ndarray, ids: Sequence[int]) -> np.nd
         if len(xs) == 0:
             continue
         x, y = int(xs.min()), int(ys.min())
-        text = str(ids[k])
+        text = str(ids[k]) if labels is None else str(labels[k])
         x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
         draw.rectangle((x0 - 1, y0 - 1, x1 + 1, y1 + 1), fill=(0, 0, 0))
         draw.text((x, y), text, fill=tuple(int(c) for c in _palette(ids[k])), font=font)

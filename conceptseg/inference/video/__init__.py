@@ -52,6 +52,20 @@ Where we differ from the official code (which keeps every frame's state for the 
   :meth:`VideoSession.propagate` pass, and one pass runs at a time
   (:class:`~conceptseg.errors.SessionError`).
 
+Several concepts (``add_text(..., replace=False)``, ``add_exemplars(..., replace=False)``,
+``add_concept(concept, replace=False)``; not in the official code, which tracks one prompt): each
+concept keeps its own prompt, tracker groups and association state
+(:class:`~.state.TrackedConcept`). Per frame the trunk and both necks run once; then each
+concept runs the detector's prompt part (fusion, decoder, heads) on the shared features, the
+tracker on its groups and its own association (a detection of concept B is never matched to an
+object of A; object limits and hotstart counters are per concept); ids come from one counter,
+so they are unique across concepts; the output non-overlap step applies within a concept
+(objects of different concepts may share pixels). Every result carries ``phrases``, one per
+object. Hence a concept's masklets are exactly those it would have alone (up to its ids), and
+:meth:`VideoSession.remove_concept` leaves the others' untouched. A new concept is processed on
+its prompt frame alone (the others keep their state); a later :meth:`VideoSession.propagate`
+runs all of them.
+
 Results of the frames released so far are kept compactly (COCO RLE, a few bytes per object per
 frame) and returned by :meth:`VideoSession.results`; ``keep_results=False`` keeps nothing.
 
@@ -69,7 +83,7 @@ from .association_state import AssociationConfig, AssociationState
 from .engine import VideoEngine
 from .results import FrameResult, VideoResults
 from .session import DIRECTIONS, VideoSession
-from .state import SessionState
+from .state import SessionState, TrackedConcept
 
-__all__ = ["VideoSession", "SessionState", "VideoEngine", "FrameResult", "VideoResults",
+__all__ = ["VideoSession", "SessionState", "TrackedConcept", "VideoEngine", "FrameResult", "VideoResults",
            "AssociationConfig", "AssociationState", "DIRECTIONS"]

@@ -100,7 +100,8 @@ from .heuristics import process_hotstart, reconditioning_decisions, suppress_by_
 from .matching import AssociationResult, Detections, argsort_desc, associate
 from .postprocess import FrameRecord, fill_holes_in_mask_logits
 
-__all__ = ["AssociationConfig", "AssociationState", "FramePlan", "Associator", "REMOVED_SCORE"]
+__all__ = ["AssociationConfig", "AssociationState", "FramePlan", "FrameStep", "Associator",
+           "REMOVED_SCORE"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +139,17 @@ class FramePlan:
         return self.record.frame_stats
 
 
+@dataclass
+class FrameStep:
+    """One frame of a session with one or several concepts: each concept's plan (in the order
+    stepped, ``keys`` their concept keys) and the merged record that is released."""
+
+    frame_idx: int
+    plans: List[FramePlan]  # one per concept stepped
+    keys: List[int]  # the concept key of each plan
+    record: FrameRecord  # every concept's objects (postprocess.merge_records)
+
+
 class Associator:
     """Runs the association frame after frame and owns the :class:`AssociationState`.
 
@@ -158,10 +170,12 @@ class Associator:
 
     def step(self, frame_idx: int, detections: Detections, track_mask_logits: Tensor,
              track_obj_score_logits: Tensor, *, reverse: bool = False,
-             is_image_only: bool = False) -> FramePlan:
+             is_image_only: bool = False, next_id: Optional[int] = None) -> FramePlan:
         """One frame.  ``track_mask_logits`` ``(N, h, w)`` and ``track_obj_score_logits``
         ``(N,)`` are the tracker's raw propagation outputs for ``self.state.obj_ids`` (in that
-        order; ``N = 0`` before the first object)."""
+        order; ``N = 0`` before the first object).  ``next_id``: the first id to give a new
+        object (default ``max_obj_id + 1``; a session with several concepts shares one
+        counter among their associations)."""
         cfg, st = self.config, self.state
         prev_ids = list(st.obj_ids)
         n = len(prev_ids)
@@ -195,7 +209,8 @@ class Associator:
             elif n_keep < len(new_inds):
                 scores = det.scores.float().cpu().numpy()[new_inds]
                 new_inds = new_inds[argsort_desc(scores)[:n_keep]]
-        new_ids = [st.max_obj_id + 1 + i for i in range(len(new_inds))]
+        first = st.max_obj_id + 1 if next_id is None else max(int(next_id), st.max_obj_id + 1)
+        new_ids = [first + i for i in range(len(new_inds))]
 
         # hotstart
         newly_removed = process_hotstart(st, cfg, frame_idx, assoc, new_ids, reverse)

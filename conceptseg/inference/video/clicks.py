@@ -14,9 +14,9 @@ from ...tracker.bank import FrameMemory
 from ...tracker.tracker import NO_OBJ_SCORE, TrackerFeatures
 from .engine import VideoEngine
 from .groups import clear_inputs, group_of
-from .postprocess import apply_object_wise_non_overlap, fill_holes_in_mask_logits
+from .postprocess import fill_holes_in_mask_logits, non_overlap_per_concept
 from .results import FrameResult, frame_result
-from .state import Group, SessionState
+from .state import Group, SessionState, TrackedConcept
 
 __all__ = ["add_clicks", "REFINE_COND_FRAME_WINDOW", "PREV_LOGITS_CLAMP"]
 
@@ -26,14 +26,18 @@ PREV_LOGITS_CLAMP = 32.0
 
 @torch.inference_mode()
 def add_clicks(eng: VideoEngine, state: SessionState, obj_id: int | None, pts: Tensor,
-               labs: Tensor, t: int) -> FrameResult:
+               labs: Tensor, t: int, concept: TrackedConcept | None = None) -> FrameResult:
     """Checked clicks (pixel xy N x 2, labels N) on frame t: ``obj_id=None`` starts a new object
-    (the largest id so far + 1), an existing id refines that object. Mutates ``state``; returns
-    the frame's objects with this one updated (others as last output on that frame)."""
+    (the largest id so far + 1) in ``concept`` (default: the last concept added; a concept
+    without prompt if there is none), an existing id refines that object. Mutates ``state``;
+    returns the frame's objects with this one updated (others as last output on that frame)."""
     _, feats = eng.features.frame(t)
-    st = state.assoc
     if obj_id is None:
-        obj_id = st.max_obj_id + 1
+        c = concept or (state.concepts[-1] if state.concepts else state.add_concept())
+        st = c.assoc
+        obj_id = state.max_obj_id + 1
+        state.max_obj_id = obj_id
+        c.clicked.add(obj_id)
         all_pts, all_labs = pts, labs
         g = Group([obj_id], eng.new_bank(state, reverse=False), {obj_id: {t: "points"}})
         g.points[(obj_id, t)] = (all_pts, all_labs)
@@ -42,9 +46,10 @@ def add_clicks(eng: VideoEngine, state: SessionState, obj_id: int | None, pts: T
                                 labels=all_labs[None].to(eng.device), encode=True)
         g.bank.cond[t].pred_masks = out.masks
         low = out.masks
-        state.groups.append(g)
+        c.groups.append(g)
         st.add_user_object(obj_id, state.config.init_trk_keep_alive)
     else:
+        st = state.owner(obj_id).assoc
         g, j = group_of(state, obj_id)
         prev = g.points.get((obj_id, t))
         all_pts = pts if prev is None else torch.cat([prev[0], pts])
@@ -127,10 +132,11 @@ def _merge_click_output(state: SessionState, t: int, obj_id: int, mask: Tensor) 
     h, w = state.size
     prev = state.store.get(t)
     ids, scores, masks, tscores = [], [], [], {}
+    tracked = set(state.obj_ids)
     if prev is not None:
         old = prev.masks((h, w))
         for k, o in enumerate(prev.obj_ids):
-            if o != obj_id and o in state.assoc.obj_ids:
+            if o != obj_id and o in tracked:
                 ids.append(o)
                 scores.append(prev.scores[k])
                 masks.append(old[k])
@@ -148,7 +154,8 @@ def _merge_click_output(state: SessionState, t: int, obj_id: int, mask: Tensor) 
         idx = torch.nonzero(keep).flatten().tolist()
         ids, scores, m = [ids[k] for k in idx], [scores[k] for k in idx], m[keep]
     if m.shape[0] > 1:
-        m = apply_object_wise_non_overlap(
-            m, torch.tensor([tscores.get(o, 0.0) for o in ids], dtype=torch.float32))
+        keys = [state.owner(o).key for o in ids]
+        m = non_overlap_per_concept(
+            m, torch.tensor([tscores.get(o, 0.0) for o in ids], dtype=torch.float32), keys)
     res = frame_result(t, ids, scores, m, prev.frame_stats if prev is not None else None)
     return state.release(res, tscores)

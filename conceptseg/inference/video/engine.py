@@ -1,9 +1,11 @@
 """The per-frame engine of a video session (the official ``Sam3VideoBase._det_track_one_frame``
 with one process): :meth:`VideoEngine.step` takes a :class:`~.state.SessionState` and a frame
-index, runs the detection step, tracker propagation of every group and the association, then
-re-seeding, memory updates, new objects and removals in the official order. It **mutates the
-state in place** and returns the frame's :class:`~.association.FramePlan` (whose ``record`` is
-released later as a :class:`~.results.FrameResult`).
+index, runs the trunk and both necks once, then for each concept (:class:`~.state.TrackedConcept`)
+the detection step on the shared features, tracker propagation of its groups and its
+association, then re-seeding, memory updates, new objects and removals in the official order.
+It **mutates the state in place** and returns a :class:`~.association.FrameStep` (one
+:class:`~.association.FramePlan` per concept; its merged ``record`` is released later as a
+:class:`~.results.FrameResult`).
 
 The engine holds what a state must not: the model, the opened video and caches (features,
 detections). One engine can run several states of the same video one after the other.
@@ -22,14 +24,16 @@ from ...ops.boxes import inverse_sigmoid
 from ...tracker.bank import FrameMemory, MemoryBank, memory_score
 from ...tracker.tracker import NO_OBJ_SCORE, TrackerFeatures, non_overlap
 from ...video.source import VideoSource
-from .association import Associator, FramePlan
+from .association import Associator, FramePlan, FrameStep
 from .features import FeatureCache
 from .groups import drop_from_groups
 from .matching import Detections, select_detections
-from .postprocess import masks_for_tracker_input, memory_encoder_masks
-from .state import Group, SessionState
+from .postprocess import masks_for_tracker_input, memory_encoder_masks, merge_records
+from .state import Group, SessionState, TrackedConcept
 
-__all__ = ["VideoEngine"]
+__all__ = ["VideoEngine", "DET_CACHE"]
+
+DET_CACHE = 8  # detections kept (frame x concept): a prompted frame is detected once
 
 
 class VideoEngine:
@@ -44,38 +48,48 @@ class VideoEngine:
         self.source = source
         self.size = source.size  # (H, W)
         self.features = FeatureCache(model, source, device, precision, feature_cache)
-        self._det_cache: tuple[tuple, Detections] | None = None
+        # the last few detections (frame x prompt), each with the Concept its key names by id
+        self._det_cache: dict[tuple, tuple[object, Detections]] = {}
+        self._config = None  # association config of the state being stepped (set by step)
 
     def clear_caches(self) -> None:
         self.features.clear()
-        self._det_cache = None
+        self._det_cache = {}
 
     def new_bank(self, state: SessionState, reverse: bool) -> MemoryBank:
         return self.tracker.new_bank(state.num_frames, reverse)
 
     # -- detection ------------------------------------------------------------------------------
-    def detect(self, state: SessionState, t: int, det_feats: ImageFeatures) -> Detections:
-        """The kept detections of frame t under the state's concept prompt (the last one is
-        cached, keyed by everything it depends on)."""
-        ex = state.exemplars.get(t)
-        key = (t, state.text, state.config,
+    def detect(self, concept: TrackedConcept, t: int, det_feats: ImageFeatures) -> Detections:
+        """The kept detections of frame t under one concept's prompt, on the frame's shared
+        image features (the last few are cached, keyed by everything they depend on)."""
+        ex = concept.exemplars.get(t)
+        key = (t, concept.text, id(concept.concept), self._config,
                None if ex is None else (tuple(ex[0].flatten().tolist()), tuple(ex[1].tolist())))
-        if self._det_cache is not None and self._det_cache[0] == key:
-            return self._det_cache[1]
-        tf = self.features.text(state.text)
-        boxes = labels = None
-        if t in state.exemplars:
-            b, lab = state.exemplars[t]
-            boxes, labels = b[None].to(self.device), lab[None].to(self.device)
-        with self.features.autocast():
-            out = self.model.detector.forward_grounding(det_feats, tf, boxes, labels)
+        hit = self._det_cache.get(key)
+        if hit is not None:
+            return hit[1]
+        det = self.model.detector
+        if concept.concept is not None:  # a reusable concept: its tokens beside its phrase
+            tf = self.features.text(concept.concept.query_text)
+            with self.features.autocast():
+                out = det.forward_prompt(det_feats, *concept.concept.prompt(tf))
+        else:
+            tf = self.features.text(concept.text)
+            boxes = labels = None
+            if ex is not None:
+                boxes, labels = ex[0][None].to(self.device), ex[1][None].to(self.device)
+            with self.features.autocast():
+                out = det.forward_grounding(det_feats, tf, boxes, labels)
         # the video detector folds presence into the query logits (clamped to +-10)
         joint = out["pred_logits"].float().sigmoid() * \
             out["presence_logit_dec"].float().sigmoid().unsqueeze(2)
         probs = inverse_sigmoid(joint).clamp(-10.0, 10.0)[0, :, 0].sigmoid()
         dets = select_detections(probs, out["pred_masks"][0].float(),
-                                 out["pred_boxes_xyxy"][0].float(), state.config)
-        self._det_cache = (key, dets)
+                                 out["pred_boxes_xyxy"][0].float(), self._config)
+        self._det_cache[key] = (concept.concept, dets)  # holding the Concept keeps its id valid
+        while len(self._det_cache) > DET_CACHE:
+            self._det_cache.pop(next(iter(self._det_cache)))
         return dets
 
     def _empty_detections(self) -> Detections:
@@ -120,11 +134,11 @@ class VideoEngine:
         return outs, vres
 
     # -- one frame ------------------------------------------------------------------------------
-    def _propagate_groups(self, state: SessionState, t: int,
+    def _propagate_groups(self, c: TrackedConcept, t: int,
                           feats: TrackerFeatures) -> tuple[Tensor, Tensor]:
         r = self.tcfg.low_res_size
         masks, scores = [], []
-        for g in state.groups:
+        for g in c.groups:
             mem = g.bank.cond.get(t)
             if mem is not None and mem.pred_masks is not None:
                 # a frame with inputs: its consolidated output, no tracking
@@ -139,14 +153,14 @@ class VideoEngine:
             return torch.zeros(0, r, r, device=self.device), torch.zeros(0, device=self.device)
         return torch.cat(masks), torch.cat(scores)
 
-    def _recondition(self, state: SessionState, t: int, plan, feats: TrackerFeatures) -> None:
+    def _recondition(self, c: TrackedConcept, t: int, plan, feats: TrackerFeatures) -> None:
         """Re-seed tracks with high-confidence detection masks (official
         ``_recondition_masklets`` + consolidation). The binarised memory the official code
         encodes here is always overwritten by :meth:`_update_memories`, so it is skipped."""
         if not plan.recondition:
             return
         s = self.tcfg.input_mask_size
-        for g in list(state.groups):
+        for g in list(c.groups):
             todo = [(o, d) for o, d in plan.recondition.items() if o in g.obj_ids]
             if not todo:
                 continue
@@ -174,7 +188,8 @@ class VideoEngine:
             for o, _ in todo:
                 g.inputs.setdefault(o, {})[t] = "mask"
 
-    def _update_memories(self, state: SessionState, t: int, plan, feats: TrackerFeatures) -> None:
+    def _update_memories(self, state: SessionState, c: TrackedConcept, t: int, plan,
+                         feats: TrackerFeatures) -> None:
         """Official ``_tracker_update_memories``: every group's memory of this frame from the
         processed track masks (sigmoid path)."""
         trk = plan.track_mask_logits
@@ -184,7 +199,7 @@ class VideoEngine:
         high, obj = memory_encoder_masks(trk.float(), (size, size),
                                          state.config.memory_shrink_threshold)
         i = 0
-        for g in state.groups:
+        for g in c.groups:
             n = len(g.obj_ids)
             mem = g.frame_memory(t)
             if mem is not None:
@@ -193,8 +208,8 @@ class VideoEngine:
                 self.tracker.attach_memory(mem, maskmem, pos)
             i += n
 
-    def _add_new_objects(self, state: SessionState, t: int, plan, feats: TrackerFeatures,
-                         reverse: bool) -> None:
+    def _add_new_objects(self, state: SessionState, c: TrackedConcept, t: int, plan,
+                         feats: TrackerFeatures, reverse: bool) -> None:
         """Objects first seen on this frame: one new group, conditioned on their detection
         masks (official ``_tracker_add_new_objects``)."""
         ids = list(plan.new_obj_ids)
@@ -211,20 +226,34 @@ class VideoEngine:
         self.encode_cond_memory(feats, mem, low)
         g = Group(list(ids), self.new_bank(state, reverse), {o: {t: "mask"} for o in ids})
         g.bank.add(t, mem, cond=True)
-        state.groups.append(g)
+        c.groups.append(g)
 
     # -- one frame ------------------------------------------------------------------------------
-    def step(self, state: SessionState, t: int, reverse: bool) -> FramePlan:
-        """Frame t of a pass in direction ``reverse``: mutates ``state``, returns the plan."""
+    def step(self, state: SessionState, t: int, reverse: bool,
+             concepts: list[TrackedConcept] | None = None) -> FrameStep:
+        """Frame t of a pass in direction ``reverse`` for every concept (or only
+        ``concepts``): the trunk runs once, then each concept in turn runs its detection,
+        tracking and association on the shared features. Mutates ``state``."""
         det_feats, feats = self.features.frame(t)
-        allowed = state.text is not None or t in state.exemplars
-        dets = self.detect(state, t, det_feats) if allowed else self._empty_detections()
-        masks, scores = self._propagate_groups(state, t, feats)
-        plan = Associator(state.config, state.assoc).step(t, dets, masks, scores, reverse=reverse,
-                                                          is_image_only=state.is_image)
-        self._recondition(state, t, plan, feats)
-        self._update_memories(state, t, plan, feats)
-        self._add_new_objects(state, t, plan, feats, reverse)
+        self._config = state.config
+        todo = state.concepts if concepts is None else concepts
+        plans = [self._step_concept(state, c, t, reverse, det_feats, feats) for c in todo]
+        return FrameStep(t, plans, [c.key for c in todo],
+                         merge_records(t, [p.record for p in plans], [c.key for c in todo]))
+
+    def _step_concept(self, state: SessionState, c: TrackedConcept, t: int, reverse: bool,
+                      det_feats: ImageFeatures, feats: TrackerFeatures) -> FramePlan:
+        """One concept on frame t, in the official order (detect, track, associate, re-seed,
+        encode memories, add new objects, remove)."""
+        dets = self.detect(c, t, det_feats) if c.detects_on(t) else self._empty_detections()
+        masks, scores = self._propagate_groups(c, t, feats)
+        plan = Associator(state.config, c.assoc).step(t, dets, masks, scores, reverse=reverse,
+                                                      is_image_only=state.is_image,
+                                                      next_id=state.max_obj_id + 1)
+        state.max_obj_id = max(state.max_obj_id, c.assoc.max_obj_id)
+        self._recondition(c, t, plan, feats)
+        self._update_memories(state, c, t, plan, feats)
+        self._add_new_objects(state, c, t, plan, feats, reverse)
         for obj_id in sorted(plan.removed_obj_ids):
             drop_from_groups(state, obj_id)
         return plan

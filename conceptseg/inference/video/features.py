@@ -1,6 +1,6 @@
 """Frame and text features of a video session: the ViT trunk once per frame feeding both necks
-(detector and tracker), kept for the last few frames, and the current prompt's text features.
-Caches only: dropping them never changes a result."""
+(detector and tracker), kept for the last few frames, and the text features of the concepts'
+phrases. Caches only: dropping them never changes a result."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from ...tracker.tracker import TrackerFeatures
 from ...video.preprocess import to_model_input
 from ...video.source import VideoSource
 
-__all__ = ["FeatureCache"]
+__all__ = ["FeatureCache", "TEXT_CACHE"]
+
+TEXT_CACHE = 16  # phrases whose text features are kept
 
 
 class FeatureCache:
@@ -73,5 +75,7 @@ class FeatureCache:
             with self.autocast():
                 tf = self.model.detector.encode_text(tokens)
             tf = TextFeatures(tf.feats.float(), tf.padding, tf.embeds.float())
-            self._text = {text: tf}  # only the current prompt, as officially
+            self._text[text] = tf  # every concept's phrase (a session has a few)
+            while len(self._text) > TEXT_CACHE:
+                self._text.pop(next(iter(self._text)))
         return tf

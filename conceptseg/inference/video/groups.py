@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from ...tracker.bank import FrameMemory, memory_score
-from .state import Group, SessionState
+from .state import Group, SessionState, TrackedConcept
 
-__all__ = ["group_of", "clear_inputs", "drop_from_groups", "forget"]
+__all__ = ["group_of", "clear_inputs", "drop_from_groups", "forget", "remove_concept"]
 
 
 def group_of(state: SessionState, obj_id: int) -> tuple[Group, int]:
@@ -20,6 +20,15 @@ def group_of(state: SessionState, obj_id: int) -> tuple[Group, int]:
         if obj_id in g.obj_ids:
             return g, g.obj_ids.index(obj_id)
     raise KeyError(obj_id)
+
+
+def _concept_of_group(state: SessionState, g: Group) -> TrackedConcept:
+    return next(c for c in state.concepts if any(x is g for x in c.groups))
+
+
+def _remove_group(state: SessionState, g: Group) -> None:
+    c = _concept_of_group(state, g)
+    c.groups = [x for x in c.groups if x is not g]
 
 
 def _slice_memory(mem: FrameMemory, keep: Tensor) -> None:
@@ -55,7 +64,7 @@ def drop_from_groups(state: SessionState, obj_id: int) -> None:
     except KeyError:
         return
     if len(g.obj_ids) == 1:
-        state.groups.remove(g)
+        _remove_group(state, g)
         return
     for t in list(g.inputs.get(obj_id, {})):
         clear_inputs(g, obj_id, t)
@@ -71,12 +80,27 @@ def drop_from_groups(state: SessionState, obj_id: int) -> None:
     if not g.bank.cond:  # nothing left to track from (the official code would fail here)
         for o in list(g.obj_ids):
             forget(state, o)
-        state.groups.remove(g)
+        _remove_group(state, g)
 
 
 def forget(state: SessionState, obj_id: int) -> None:
-    """Remove an object from the association metadata and the stored results."""
-    state.assoc.forget(obj_id)
+    """Remove an object from its concept's association metadata and the stored results."""
+    for c in state.concepts:
+        if obj_id in c.assoc.obj_ids or obj_id in c.assoc.obj_id_to_score:
+            c.assoc.forget(obj_id)
+            c.clicked.discard(obj_id)
     state.user_ids.discard(obj_id)
     for s in state.store.values():
         s.drop(obj_id)
+
+
+def remove_concept(state: SessionState, c: TrackedConcept) -> None:
+    """Drop a concept with all its objects (from the trackers, the association and the stored
+    results); the other concepts' objects, memories and masklets are untouched."""
+    for obj_id in list(c.assoc.obj_ids):
+        drop_from_groups(state, obj_id)
+        forget(state, obj_id)
+    for s in state.store.values():  # objects it had that were removed since (hotstart)
+        for obj_id in [o for o in s.obj_ids if o in c.assoc.obj_id_to_score]:
+            s.drop(obj_id)
+    state.concepts = [x for x in state.concepts if x is not c]

@@ -27,7 +27,7 @@ finalised directly, with nothing hidden.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 import torch
@@ -40,7 +40,7 @@ from .results import FrameResult, frame_result
 __all__ = [
     "FrameRecord", "OutputBuffer", "fill_holes_in_mask_logits", "memory_encoder_masks",
     "masks_for_tracker_input", "apply_pixelwise_non_overlap", "apply_object_wise_non_overlap",
-    "finalize_frame", "resize_logits", "NO_OBJ_LOGIT",
+    "finalize_frame", "resize_logits", "NO_OBJ_LOGIT", "merge_records", "non_overlap_per_concept",
 ]
 
 NO_OBJ_LOGIT = -10.0
@@ -164,6 +164,45 @@ class FrameRecord:
     suppressed_obj_ids: Set[int]  # keep-alive suppression on this frame
     removed_obj_ids: Set[int]  # all ids removed by hotstart up to this frame
     frame_stats: Dict[str, int]
+    # concept key per object (several concepts: the non-overlap step applies within each
+    # concept only); empty: one concept
+    obj_id_to_concept: Dict[int, int] = field(default_factory=dict)
+
+
+def merge_records(frame_idx: int, records: List[FrameRecord], keys: List[int]) -> FrameRecord:
+    """The records of several concepts on one frame as one (ids are unique across concepts);
+    one concept's record is returned as it is, tagged with its key."""
+    if len(records) == 1:
+        rec = records[0]
+        rec.obj_id_to_concept = {o: keys[0] for o in rec.obj_id_to_logits}
+        return rec
+    out = FrameRecord(frame_idx, {}, {}, {}, set(), set(),
+                      {"num_obj_tracked": 0, "num_obj_dropped": 0})
+    for rec, key in zip(records, keys):
+        out.obj_id_to_logits.update(rec.obj_id_to_logits)
+        out.obj_id_to_score.update(rec.obj_id_to_score)
+        out.obj_id_to_tracker_score.update(rec.obj_id_to_tracker_score)
+        out.suppressed_obj_ids |= rec.suppressed_obj_ids
+        out.removed_obj_ids |= rec.removed_obj_ids
+        for k, v in rec.frame_stats.items():
+            out.frame_stats[k] = out.frame_stats.get(k, 0) + v
+        out.obj_id_to_concept.update({o: key for o in rec.obj_id_to_logits})
+    return out
+
+
+def non_overlap_per_concept(masks: Tensor, scores: Tensor, keys: List[int]) -> Tensor:
+    """:func:`apply_object_wise_non_overlap` within each concept (``keys``: one per mask):
+    objects of different concepts may share pixels (a concept never takes pixels from
+    another one)."""
+    if len(set(keys)) <= 1:
+        return apply_object_wise_non_overlap(masks, scores)
+    out = masks.clone()
+    for key in sorted(set(keys)):
+        rows = torch.tensor([i for i, k in enumerate(keys) if k == key], dtype=torch.long)
+        if rows.numel() > 1:
+            out[rows.to(masks.device)] = apply_object_wise_non_overlap(
+                masks[rows.to(masks.device)], scores[rows.to(scores.device)])
+    return out
 
 
 def finalize_frame(record: FrameRecord, video_size: Tuple[int, int],
@@ -190,7 +229,8 @@ def finalize_frame(record: FrameRecord, video_size: Tuple[int, int],
     idx = torch.nonzero(keep).flatten()
     masks = masks[idx.to(masks.device)]
     if masks.shape[0] > 1:
-        masks = apply_object_wise_non_overlap(masks, tracker_probs[idx].to(masks.device))
+        keys = [record.obj_id_to_concept.get(i, 0) for i in obj_ids[idx].tolist()]
+        masks = non_overlap_per_concept(masks, tracker_probs[idx].to(masks.device), keys)
     return frame_result(record.frame_idx, obj_ids[idx].tolist(), probs[idx].tolist(),
                         masks.cpu(), record.frame_stats)
 

@@ -42,7 +42,8 @@ def _begin_pass(state: SessionState, start: int, reverse: bool) -> None:
         g.bank.reverse = reverse
     state.anchor_start = start
     state.anchor_reverse = reverse
-    state.assoc.place_user_objects(state.user_ids, reverse)
+    for c in state.concepts:
+        c.assoc.place_user_objects([o for o in state.user_ids if o in c.assoc.obj_ids], reverse)
 
 
 def _record_anchor(state: SessionState) -> None:

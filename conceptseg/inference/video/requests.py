@@ -29,7 +29,7 @@ def check_frame(state: SessionState, frame) -> int:
 def check_obj(state: SessionState, obj_id) -> int:
     if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
         raise InputError(f"object id must be an integer, got {obj_id!r}")
-    known = state.assoc.obj_ids
+    known = state.obj_ids
     if int(obj_id) not in known:
         raise InputError(f"object {int(obj_id)} does not exist (tracked objects: "
                          f"{known if known else 'none'})")

@@ -16,7 +16,8 @@ from torch import Tensor
 from ...ops.boxes import masks_to_boxes
 from ...ops.masks import rle_area, rle_decode, rle_encode
 
-__all__ = ["FrameResult", "StoredFrame", "VideoResults", "frame_result", "objects_json"]
+__all__ = ["FrameResult", "StoredFrame", "VideoResults", "frame_result", "objects_json",
+           "with_stored_objects"]
 
 
 @dataclass(repr=False)
@@ -93,6 +94,22 @@ def frame_result(frame_idx: int, obj_ids: list[int], scores: list[float], masks:
     return FrameResult(frame_idx, torch.tensor(obj_ids, dtype=torch.int64), masks.bool(), px,
                        torch.tensor(scores, dtype=torch.float32), xywh, frame_stats,
                        phrases=list(phrases) if phrases is not None else [None] * len(obj_ids))
+
+
+def with_stored_objects(res: FrameResult, prev: StoredFrame, obj_ids: set[int],
+                        num_tracked: int) -> FrameResult:
+    """``res`` with the objects ``obj_ids`` of the stored frame ``prev`` (the same frame) added
+    as they were stored (another concept's objects: no non-overlap between them)."""
+    keep = [k for k, o in enumerate(prev.obj_ids) if o in obj_ids]
+    if not keep:
+        return res
+    ids = [prev.obj_ids[k] for k in keep] + res.obj_ids.tolist()
+    scores = [prev.scores[k] for k in keep] + res.scores.tolist()
+    masks = torch.cat([prev.masks(res.size)[keep], res.masks])
+    order = sorted(range(len(ids)), key=lambda k: ids[k])
+    stats = dict(res.frame_stats or {}, num_obj_tracked=num_tracked)
+    return frame_result(res.frame_idx, [ids[k] for k in order], [scores[k] for k in order],
+                        masks[order], stats)
 
 
 def objects_json(obj_ids, scores, boxes, rles, phrases) -> dict:

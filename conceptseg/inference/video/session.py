@@ -8,6 +8,10 @@
 ...     s.add_clicks(None, [(120, 80)], [1], frame=40)   # one more object, from a click
 ...     s.add_clicks(3, [(300, 200)], [0], frame=40)     # correct object 3 on frame 40
 ...     s.remove_object(1)
+...     s.add_text("bicycle", frame=0, replace=False)    # a second concept beside the first
+...     for t, r in s.propagate():                        # r.phrases: each object's concept
+...         ...
+...     s.remove_concept("red car")                       # the bicycles stay as they were
 
 How a frame is processed, the official behaviours kept and where we differ: see the package
 docstring (:mod:`conceptseg.inference.video`). This module holds the public API.
@@ -24,17 +28,18 @@ from ...errors import InputError, SessionError
 from ...model.video_model import VideoModel
 from ...video.io import open_video
 from ...video.source import VideoSource
+from ..concept import Concept
 from ..prompts import parse_clicks, validate_exemplars, validate_text
 from .association_state import AssociationConfig
 from .clicks import add_clicks as click_objects
 from .engine import VideoEngine
-from .groups import drop_from_groups, forget
+from .groups import drop_from_groups, forget, remove_concept
 from .postprocess import finalize_frame
 from .propagation import run_passes
 from .requests import DIRECTIONS, check_frame, check_obj, exemplar_items, plan_passes
-from .results import FrameResult, VideoResults
+from .results import FrameResult, VideoResults, with_stored_objects
 from .snapshot import load_state, save_state as write_state
-from .state import SessionState
+from .state import SessionState, TrackedConcept
 
 __all__ = ["VideoSession", "DIRECTIONS"]
 
@@ -82,7 +87,7 @@ class VideoSession:
         h, w = self.size
         closed = ", closed" if self.state.closed else ""
         return (f"VideoSession({self.state.video!r}, {self.num_frames} frames {w}x{h}, "
-                f"text={self.text!r}, obj_ids={self.obj_ids}{closed})")
+                f"phrases={self.phrases}, obj_ids={self.obj_ids}{closed})")
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "VideoSession":
@@ -98,7 +103,8 @@ class VideoSession:
             self.state.closed = True
             self.source.close()
             self.engine.clear_caches()
-            self.state.groups = []
+            for c in self.state.concepts:
+                c.groups = []
 
     # -- saving and restoring ----------------------------------------------------------------------
     def save_state(self, path) -> Path:
@@ -145,7 +151,14 @@ class VideoSession:
 
     @property
     def text(self) -> str | None:
+        """The phrase of a one-concept session (with several: :attr:`phrases`)."""
         return self.state.text
+
+    @property
+    def phrases(self) -> list[str | None]:
+        """The phrase of each concept tracked, in the order added (None: exemplars or clicks
+        without text)."""
+        return self.state.phrases
 
     def results(self) -> VideoResults:
         """Every frame released so far (prompted frames, propagated frames, clicked frames)."""
@@ -168,49 +181,122 @@ class VideoSession:
 
     # -- prompts --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def add_text(self, text: str, frame: int = 0) -> FrameResult:
-        """Segment every instance of a concept: starts over (objects, memories and results are
-        cleared, as the official ``add_prompt``; a running pass ends), detects on ``frame`` and
-        returns that frame's objects. Later frames come from :meth:`propagate`."""
+    def add_text(self, text: str, frame: int = 0, replace: bool = True) -> FrameResult:
+        """Segment every instance of a concept: detects on ``frame`` and returns that frame's
+        objects; later frames come from :meth:`propagate`. ``replace=True`` (the official
+        ``add_prompt``) starts over: objects, memories and results are cleared and ids start
+        at 0. ``replace=False`` adds the concept beside the ones tracked (their objects and
+        results stay; the returned frame holds every concept's objects). A running pass ends."""
         self._check_open()
         text = validate_text(text)
         t = self._check_frame(frame)
-        self.state.end_passes("add_text() re-prompted the session")
-        self.state.restart(keep_text=False)
-        self.state.text = text
-        return self._prompt_frame(t)
+        if not replace:
+            self._check_new_phrase(text)
+        self.state.end_passes("add_text() re-prompted the session" if replace
+                              else "add_text() added a concept")
+        if replace:
+            self.state.restart()
+        return self._prompt_frame(t, self.state.add_concept(text), replace)
 
     @torch.inference_mode()
-    def add_exemplars(self, boxes: Sequence, frame: int = 0,
-                      labels: Sequence | None = None) -> FrameResult:
-        """Exemplar boxes on ``frame`` as the concept prompt, together with the current text if
-        any (else the official "visual" placeholder). ``boxes``: pixel ``(x0, y0, x1, y1)`` each
-        with ``labels`` (default all positive), or the image API's form ``[((x0, y0, x1, y1),
-        label), ...]``; a label is True/1/"pos" (positive) or False/0/"neg" (negative), as
-        :func:`conceptseg.inference.prompts.validate_exemplars` reads it. Starts over like
+    def add_exemplars(self, boxes: Sequence, frame: int = 0, labels: Sequence | None = None,
+                      replace: bool = True, text: str | None = None) -> FrameResult:
+        """Exemplar boxes on ``frame`` as a concept prompt, with a phrase: ``text``, else (with
+        ``replace=True``) the text of the last concept added, else the official "visual"
+        placeholder. ``boxes``: pixel ``(x0, y0, x1, y1)`` each with ``labels`` (default all
+        positive), or the image API's form ``[((x0, y0, x1, y1), label), ...]``; a label is
+        True/1/"pos" (positive) or False/0/"neg" (negative), as
+        :func:`conceptseg.inference.prompts.validate_exemplars` reads it. ``replace`` as in
         :meth:`add_text`; without text, new objects are only detected on ``frame``."""
         self._check_open()
         t = self._check_frame(frame)
         items = exemplar_items(boxes, labels)
         h, w = self.size
         b, lab = validate_exemplars(items, w, h)
-        text = self.state.text
-        self.state.end_passes("add_exemplars() re-prompted the session")
-        self.state.restart(keep_text=True)
-        self.state.text = text
-        self.state.exemplars[t] = (b, lab)
-        return self._prompt_frame(t)
+        if text is not None:
+            text = validate_text(text)
+        elif replace and self.state.concepts:
+            text = self.state.concepts[-1].text
+        if not replace and text is not None:
+            self._check_new_phrase(text)
+        self.state.end_passes("add_exemplars() re-prompted the session" if replace
+                              else "add_exemplars() added a concept")
+        if replace:
+            self.state.restart()
+        c = self.state.add_concept(text)
+        c.exemplars[t] = (b, lab)
+        return self._prompt_frame(t, c, replace)
 
-    def _prompt_frame(self, t: int) -> FrameResult:
+    @torch.inference_mode()
+    def add_concept(self, concept: Concept, frame: int = 0, replace: bool = True) -> FrameResult:
+        """A reusable :class:`~conceptseg.inference.concept.Concept` (exemplars boxed on other
+        images, with or without a phrase) as a concept prompt: detected on every frame, its
+        objects labelled with ``concept.label``. ``replace`` as in :meth:`add_text`. The
+        concept must have been made with this session's model (InputError otherwise)."""
+        self._check_open()
+        if not isinstance(concept, Concept):
+            raise InputError(f"add_concept needs a conceptseg Concept, got "
+                             f"{type(concept).__name__}")
+        t = self._check_frame(frame)
+        concept.check_model(self.model)
+        if not replace:
+            self._check_new_phrase(concept.label)
+        self.state.end_passes("add_concept() re-prompted the session" if replace
+                              else "add_concept() added a concept")
+        if replace:
+            self.state.restart()
+        return self._prompt_frame(t, self.state.add_concept(None, concept=concept), replace)
+
+    @torch.inference_mode()
+    def remove_concept(self, concept: str | int) -> None:
+        """Stop tracking a concept: every object of it leaves the trackers and the results;
+        the other concepts' objects, memories and results are unchanged. ``concept``: its
+        phrase (as in :attr:`phrases`) or its index there. A running pass ends."""
+        self._check_open()
+        c = self._find_concept(concept)
+        self.state.end_passes("remove_concept() changed the objects")
+        remove_concept(self.state, c)
+
+    def _check_new_phrase(self, phrase: str) -> None:
+        if phrase in self.state.phrases:
+            raise InputError(f"concept {phrase!r} is already tracked in this session (concepts: "
+                             f"{self.state.phrases})")
+
+    def _find_concept(self, concept) -> TrackedConcept:
+        cs = self.state.concepts
+        if isinstance(concept, str):
+            found = [c for c in cs if c.phrase == concept]
+            if len(found) != 1:
+                raise InputError(f"no concept {concept!r} in this session (concepts: "
+                                 f"{self.state.phrases})")
+            return found[0]
+        if isinstance(concept, bool) or not isinstance(concept, int):
+            raise InputError(f"a concept is named by its phrase or its index, got {concept!r}")
+        if not 0 <= concept < len(cs):
+            raise InputError(f"concept index {concept} is out of range: this session has "
+                             f"{len(cs)} concept(s)")
+        return cs[concept]
+
+    def _prompt_frame(self, t: int, c: TrackedConcept, replace: bool) -> FrameResult:
+        """Frame t for the new concept ``c`` only (the others keep their state); with
+        ``replace=False`` the result also holds the others' last output on that frame."""
         self.state.prompt_frames.add(t)
-        plan = self.engine.step(self.state, t, reverse=False)
-        out = finalize_frame(plan.record, self.size)  # official add_prompt: nothing hidden
-        return self.state.release(out, plan.record.obj_id_to_tracker_score)
+        step = self.engine.step(self.state, t, reverse=False, concepts=[c])
+        out = finalize_frame(step.record, self.size)  # official add_prompt: nothing hidden
+        scores = step.record.obj_id_to_tracker_score
+        prev = self.state.store.get(t)
+        if not replace and prev is not None:
+            others = set(self.state.obj_ids) - set(c.assoc.obj_ids)
+            out = with_stored_objects(out, prev, others, len(self.state.obj_ids))
+            scores = {**prev.tracker_scores, **scores}
+        return self.state.release(out, scores)
 
-    def add_clicks(self, obj_id: int | None, points, labels=None, frame: int = 0) -> FrameResult:
+    def add_clicks(self, obj_id: int | None, points, labels=None, frame: int = 0,
+                   concept: str | int | None = None) -> FrameResult:
         """Clicks on ``frame``: ``obj_id=None`` starts a new object (its id is returned in the
-        result's ``clicked_obj_id``: the largest id so far + 1), an existing id refines that
-        object. ``points``: N x (x, y) pixels; ``labels`` 1 positive / 0 negative (default all
+        result's ``clicked_obj_id``: the largest id so far + 1; it joins ``concept``, a phrase
+        or index of :attr:`phrases`, default the last concept added: that concept's detections
+        are matched to it; its phrase is None), an existing id refines that object. ``points``: N x (x, y) pixels; ``labels`` 1 positive / 0 negative (default all
         positive). Clicks on the same object and frame accumulate. Returns the frame's objects,
         with this one updated (other objects as last output on that frame, if it was output).
         A running pass ends."""
@@ -220,8 +306,9 @@ class VideoSession:
         pts, labs = parse_clicks(points, labels, w, h, "frame")
         if obj_id is not None:
             obj_id = self._check_obj(obj_id)
+        c = None if concept is None or obj_id is not None else self._find_concept(concept)
         self.state.end_passes("add_clicks() changed the objects")
-        return click_objects(self.engine, self.state, obj_id, pts, labs, t)
+        return click_objects(self.engine, self.state, obj_id, pts, labs, t, c)
 
     @torch.inference_mode()
     def remove_object(self, obj_id: int) -> None:

@@ -23,16 +23,18 @@ from torch import Tensor
 from ...atomic import atomic_write
 from ...errors import InputError
 from ...tracker.bank import FrameMemory, MemoryBank
+from ..concept import Concept, ConceptSource
 from .association_state import AssociationConfig, AssociationState
 from .results import StoredFrame
-from .state import Group, SessionState
+from .state import Group, SessionState, TrackedConcept
 
 __all__ = ["save_state", "load_state", "FORMAT", "VERSION"]
 
 FORMAT = "conceptseg.video_session_state"
-VERSION = 1
-_TYPES = {c.__name__: c for c in (SessionState, Group, AssociationState, AssociationConfig,
-                                  MemoryBank, FrameMemory, StoredFrame)}
+VERSION = 2  # 2: several concepts (SessionState.concepts); 1 held one prompt's fields
+_TYPES = {c.__name__: c for c in (SessionState, TrackedConcept, Group, AssociationState,
+                                  AssociationConfig, MemoryBank, FrameMemory, StoredFrame,
+                                  Concept, ConceptSource)}
 
 
 class _Encoder:
