@@ -224,11 +224,7 @@ def test_predictor_max_instances_keeps_the_best():
 
 def test_video_phrases_replace(client):
     """replace=true starts over with the new phrase; replace=false adds the phrase's objects
-    (422 "not supported yet" where VideoSession.add_text has no ``replace``)."""
-    import inspect
-
-    from conceptseg.inference.video import VideoSession
-
+    beside the ones tracked, ids unique across phrases, each object carrying its phrase."""
     sid = client.post("/v1/videos", files={"video": ("c.webm", (EXAMPLES / "clip.mp4")
                                                      .read_bytes(), "video/mp4")}
                       ).json()["session_id"]
@@ -238,14 +234,11 @@ def test_video_phrases_replace(client):
         assert {o["phrase"] for o in blue["objects"]} == {"blue object"}
         added = client.post(f"/v1/videos/{sid}/prompts",
                             json={"text": "red object", "replace": False})
-        if "replace" in inspect.signature(VideoSession.add_text).parameters:
-            assert added.status_code == 200, added.text
-            phrases = {o["phrase"] for o in added.json()["objects"]}
-            assert phrases == {"red object", "blue object"}
-            ids = [o["obj_id"] for o in added.json()["objects"]]
-            assert len(ids) == len(set(ids))
-        else:
-            assert added.status_code == 422 and "not supported yet" in added.text
+        assert added.status_code == 200, added.text
+        phrases = {o["phrase"] for o in added.json()["objects"]}
+        assert phrases == {"red object", "blue object"}
+        ids = [o["obj_id"] for o in added.json()["objects"]]
+        assert len(ids) == len(set(ids))
         assert red["objects"]
         # exemplars (a box partly outside the frame is clipped), then a click on frame 2
         box = red["objects"][0]["box_xyxy"]

@@ -4,7 +4,6 @@ close, and fetch a frame as JPEG for playback. Every model step runs on the serv
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import time
@@ -74,22 +73,16 @@ def video_routes(ctx) -> APIRouter:
             raise InputError("give text, exemplars or points")
         if req.points is not None and (text is not None or ex):
             raise InputError("clicks (points) go alone: prompt text / exemplars in another call")
-        if not req.replace and (ex or not _supports_replace(session)):
-            raise InputError("replace=false (adding a phrase's objects to the session) is not "
-                             "supported yet" + (" with exemplars" if ex else ""))
         fmt = "rle"
 
         def run():
             if req.points is not None:
                 return session.add_clicks(req.obj_id, req.points, req.labels, frame=req.frame)
-            out = None
-            if text is not None:
-                kwargs = {} if req.replace else {"replace": False}
-                out = session.add_text(text, frame=req.frame, **kwargs)
-            if ex:
-                out = session.add_exemplars([b for b, _ in ex], frame=req.frame,
-                                            labels=[p for _, p in ex])
-            return out
+            if ex:  # exemplar boxes, with the phrase if one was given: one concept
+                return session.add_exemplars([b for b, _ in ex], frame=req.frame,
+                                             labels=[p for _, p in ex], replace=req.replace,
+                                             text=text)
+            return session.add_text(text, frame=req.frame, replace=req.replace)
 
         fr = await service.run(run)
         objects = await run_in_threadpool(frame_objects, fr, fmt)
@@ -157,10 +150,6 @@ async def _stream(ctx, entry: VideoEntry, it, req):
             service.queue.submit(Job(it.close), force=True)
         except ConceptSegError:
             pass
-
-
-def _supports_replace(session: VideoSession) -> bool:
-    return "replace" in inspect.signature(session.add_text).parameters
 
 
 def _jpeg(rgb) -> bytes:
