@@ -15,7 +15,8 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConceptSegError, InputError
-from .inputs import check_texts, clip_exemplars
+from ..inference.prompts import clip_exemplars
+from .inputs import check_texts
 from .limits import Limits, check_unit, decode_image
 from .metrics import Metrics
 from .results import check_format, phrase_result

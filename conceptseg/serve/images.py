@@ -11,9 +11,10 @@ from fastapi import APIRouter, Body, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConceptSegError, InputError
+from ..inference.prompts import clip_exemplars
 from . import schemas as S
 from .http_errors import error_of
-from .inputs import clip_exemplars, parse_exemplar_row, parse_exemplar_spec
+from .inputs import parse_exemplar_row, parse_exemplar_spec
 from .results import check_format, refine_masks
 from .sessions import ImageEntry, check_image_id
 

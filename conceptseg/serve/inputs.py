@@ -4,8 +4,6 @@ limits), exemplar boxes (the multipart ``"x0,y0,x1,y1[:pos|neg]"`` form and the 
 
 from __future__ import annotations
 
-import math
-
 from ..errors import InputError
 from ..inference.prompts import parse_label, validate_text
 
@@ -52,20 +50,3 @@ def parse_exemplar_row(row, what: str | None = None) -> Exemplar:
     return box, parse_label(row[4] if len(row) == 5 else True, f"{what} label")  # type: ignore
 
 
-def clip_exemplars(exemplars: list[Exemplar], width: int, height: int) -> list[Exemplar]:
-    """Boxes partly outside the ``width`` x ``height`` image are clipped to it; a box entirely
-    outside (nothing left after clipping) is refused. Malformed boxes (non-finite, x1 <= x0)
-    pass through unchanged for the inference's own one-line refusal."""
-    out = []
-    for i, (box, positive) in enumerate(exemplars):
-        x0, y0, x1, y1 = box
-        if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:
-            out.append((box, positive))
-            continue
-        c = (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-             min(max(x1, 0.0), width), min(max(y1, 0.0), height))
-        if c[2] <= c[0] or c[3] <= c[1]:
-            raise InputError(f"exemplar {i} ({x0:g},{y0:g},{x1:g},{y1:g}) lies entirely outside "
-                             f"the {width}x{height} image")
-        out.append((c, positive))
-    return out

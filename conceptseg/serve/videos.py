@@ -14,9 +14,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConceptSegError, InputError, ServeError
+from ..inference.prompts import clip_exemplars
 from ..inference.video import VideoSession
 from . import schemas as S
-from .inputs import check_texts, clip_exemplars, parse_exemplar_row
+from .inputs import check_texts, parse_exemplar_row
 from .limits import check_upload, video_suffix
 from .results import frame_objects
 from .service import Job
