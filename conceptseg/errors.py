@@ -4,6 +4,7 @@ JSON body; MCP: a tool error), no traceback needed.
 
     ConceptSegError
     ├── InputError (also a ValueError)        bad user input: image, prompt, box, option
+    │   ├── ImageTooLargeError                an image above the pixel limit (from its header)
     │   ├── VideoInputError                   a video, frame folder or frame index
     │   └── EvalInputError                    malformed ground truth or predictions
     ├── CheckpointError (also a ValueError)   a checkpoint that cannot be used
@@ -19,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ConceptSegError", "InputError", "VideoInputError", "EvalInputError", "CheckpointError",
+__all__ = ["ConceptSegError", "InputError", "ImageTooLargeError", "VideoInputError", "EvalInputError", "CheckpointError",
            "NoTrackerError", "SessionError", "MissingDependencyError", "ServeError"]
 
 
@@ -33,6 +34,10 @@ class InputError(ConceptSegError, ValueError):
 
 class VideoInputError(InputError):
     """A video (file, frame folder, frame index) that cannot be used."""
+
+
+class ImageTooLargeError(InputError):
+    """An image whose header names more pixels than the limit (refused before decoding)."""
 
 
 class EvalInputError(InputError):

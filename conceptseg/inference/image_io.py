@@ -24,15 +24,16 @@ dropped as the official processor does (no compositing). Rounding is to the near
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError
 
 MAX_PIXELS = 100_000_000  # refuse larger images before decoding them (100 MP, ~10000 x 10000)
 MIN_SIDE = 8  # a smaller image carries no segmentable content at the model's 14 px patches
@@ -72,21 +73,49 @@ def _load_path(path: Path) -> np.ndarray:
         raise InputError(f"image {path} is a directory, not an image file")
     if not path.is_file():
         raise InputError(f"image not found: {path}")
+    return decode_image(path, what=f"image {path.name}")
+
+
+def decode_image(source: Path | bytes, what: str = "image", max_pixels: int = MAX_PIXELS,
+                 formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """An image file or its encoded bytes -> H x W x 3 uint8 RGB, EXIF orientation applied.
+    The size is read from the header and checked before any pixel is decoded (more than
+    ``max_pixels``: :class:`ImageTooLargeError`); empty, unknown (or not in ``formats``, PIL
+    format names), corrupt or truncated data give one-line InputErrors. The one decoder of the
+    CLI, the Python API, the HTTP server and the LLM tool."""
+    if isinstance(source, (bytes, bytearray)) and not source:
+        raise InputError(f"{what} is empty (0 bytes)")
     try:
-        with Image.open(path) as im:
-            _check_size(*im.size, what=f"image {path.name}")
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return _pil_to_rgb(im, what=f"image {path.name}")
-    except InputError:
-        raise
+        im = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except Image.DecompressionBombError as e:  # PIL's own, larger, limit fired first
         size = str(e).split(" pixels")[0].split("(")[-1]
-        raise InputError(f"image {path.name} has {size} pixels, above the limit of "
-                         f"{MAX_PIXELS:,} pixels (refused before decoding)") from None
-    except Exception as e:
-        raise InputError(f"cannot decode image {path.name} (corrupt, truncated or not an "
-                         f"image): {str(e).splitlines()[0][:120]}") from None
+        raise ImageTooLargeError(f"{what} has {size} pixels, above the limit of {max_pixels:,} "
+                                 "pixels (refused before decoding)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"cannot decode {what}: it is not an image (no known image format)"
+                         ) from None
+    except Exception as e:  # noqa: BLE001  PIL raises OSError, SyntaxError, ... on bad headers
+        raise InputError(f"cannot decode {what} (corrupt, truncated or not an image): "
+                         f"{_first_line(e)}") from None
+    with im:
+        w, h = im.size
+        if formats is not None and im.format not in formats:
+            raise InputError(f"{what} is a {im.format} file; use one of {', '.join(formats)}")
+        if w * h > max_pixels:
+            raise ImageTooLargeError(f"{what} is {w}x{h} = {w * h:,} pixels, above the limit of "
+                                     f"{max_pixels:,} pixels (refused before decoding)")
+        _check_size(w, h, what)
+        try:
+            rotated = ImageOps.exif_transpose(im)
+            rotated.load()
+        except Exception as e:  # noqa: BLE001  as above, while decoding the pixels
+            raise InputError(f"cannot decode {what} (corrupt, truncated or not an image): "
+                             f"{_first_line(e)}") from None
+        return _pil_to_rgb(rotated, what=what)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
 
 
 def _pil_to_rgb(im: Image.Image, what: str = "image") -> np.ndarray:

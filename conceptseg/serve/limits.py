@@ -3,15 +3,13 @@ run before anything is decoded: upload size, and image pixels read from the file
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from ..errors import InputError, ServeError
-from ..inference.image_io import load_image
+from ..errors import ImageTooLargeError, InputError, ServeError
+from ..inference.image_io import decode_image as decode_image_bytes
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")  # clip containers the video routes accept
 
@@ -46,30 +44,14 @@ def check_upload(data: bytes, limits: Limits, what: str = "upload") -> bytes:
 
 
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:
-    """Uploaded image bytes -> H x W x 3 uint8 RGB. The pixel count is read from the header
-    and checked against the limit before any pixel is decoded (413); corrupt, truncated or
-    non-image bytes give a one-line InputError (422)."""
+    """Uploaded image bytes -> H x W x 3 uint8 RGB (``inference.image_io.decode_image``): more
+    pixels than the limit, read from the header before decoding, is a 413; corrupt, truncated
+    or non-image bytes a one-line InputError (422)."""
     check_upload(data, limits, "image")
     try:
-        im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # PIL's own limit fired while reading the header
-        raise too_large(f"image is refused before decoding: {str(e).split('(')[0].strip()} "
-                       f"pixels is above the limit of {limits.max_pixels:,}") from None
-    except Exception:
-        raise InputError("cannot decode image: not an image file (or an unsupported "
-                         "format)") from None
-    with im:
-        w, h = im.size
-        if w * h > limits.max_pixels:
-            raise too_large(f"image is {w}x{h} = {w * h:,} pixels, above the limit of "
-                           f"{limits.max_pixels:,} pixels (--max-pixels); refused before decoding")
-        try:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-        except Exception as e:
-            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-            raise InputError(f"cannot decode image (corrupt or truncated): {why}") from None
-        return load_image(im)
+        return decode_image_bytes(data, "image", max_pixels=limits.max_pixels)
+    except ImageTooLargeError as e:
+        raise too_large(f"{e} (--max-pixels)") from None
 
 
 def video_suffix(filename: str | None, content_type: str | None) -> str:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from ..inference.image_io import MIN_SIDE, load_image
+from ..inference.image_io import decode_image as decode_image_bytes
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")  # PIL formats accepted
 
@@ -101,30 +99,7 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
 
 def decode_image(data: bytes, what: str, limits: ImageLimits) -> np.ndarray:
     """Encoded image bytes -> H x W x 3 uint8 RGB; the pixel limit is read from the header."""
-    if not data:
-        raise InputError(f"{what} is empty (0 bytes)")
-    try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(f"{what} is not an image (no known image format; use PNG, JPEG, "
-                         "WEBP, BMP, GIF or TIFF)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"cannot read {what}: {str(e).splitlines()[0][:120]}") from None
-    if im.format not in IMAGE_FORMATS:
-        raise InputError(f"{what} is a {im.format} file; use PNG, JPEG, WEBP, BMP, GIF or TIFF")
-    w, h = im.size
-    if w * h > limits.max_pixels:
-        raise InputError(f"{what} is {w}x{h} = {w * h:,} pixels, above the limit of "
-                         f"{limits.max_pixels:,} pixels")
-    if min(w, h) < MIN_SIDE:
-        raise InputError(f"{what} is {w}x{h} pixels; both sides must be at least {MIN_SIDE}")
-    try:
-        im.load()
-    except Exception as e:  # noqa: BLE001  PIL raises OSError, SyntaxError, struct.error... on bad data
-        raise InputError(f"cannot decode {what} (corrupt or truncated): "
-                         f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
-                         ) from None
-    return load_image(im)
+    return decode_image_bytes(data, what, max_pixels=limits.max_pixels, formats=IMAGE_FORMATS)
 
 
 def read_image(args: dict, limits: ImageLimits) -> tuple[np.ndarray, str]:
