@@ -1,17 +1,9 @@
 """COCO segmentations as the evaluators take them: validated, normalised to compressed RLE, and
 box-only entries rasterised the way the official loader does.
 
-Why a counts parser here when ``ops.masks`` has RLE via pycocotools: pycocotools' C parser of a
-compressed ``counts`` string silently accepts garbage (characters outside the alphabet, a
-truncated value, runs that do not add up to the image) and then scores a wrong mask. Inputs of
-an evaluation come from outside, so :func:`check_rle` parses the string itself first and
-rejects a malformed one with a message; nothing in ``ops`` validates.
-
-The compressed COCO RLE string stores the run lengths of a column-major binary mask: each run
-length is written as a little-endian sequence of 5-bit groups, one character per group
-(``chr(48 + v)``), bit 0x20 marking "more groups follow" and bit 0x10 of the last group being
-the sign bit. From the fourth run on, the value is stored as a delta to the run two positions
-before.
+pycocotools' C parser of a compressed ``counts`` string silently accepts garbage and then scores
+a wrong mask; inputs of an evaluation come from outside, so :func:`check_rle` parses the string
+first (``ops.masks.rle_counts``) and rejects a malformed one with a message.
 """
 
 from __future__ import annotations
@@ -21,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import EvalInputError
-from ..ops.masks import rle_to_xywh
+from ..errors import EvalInputError, InputError
+from ..ops.masks import rle_counts, rle_to_xywh
 from .inputs import check_box
 
 __all__ = ["decode_counts_string", "check_rle", "to_compressed_rle", "box_to_rle", "rle_to_box",
@@ -30,39 +22,13 @@ __all__ = ["decode_counts_string", "check_rle", "to_compressed_rle", "box_to_rle
 
 
 def decode_counts_string(s: str) -> np.ndarray:
-    """Decode a compressed COCO RLE ``counts`` string into run lengths (int64 array).
-
-    Vectorised with numpy (a 600x600 mask takes ~tens of microseconds).  Raises
-    :class:`EvalInputError` on characters outside the alphabet or a truncated last value.
-    """
+    """:func:`conceptseg.ops.masks.rle_counts`, its errors as :class:`EvalInputError`."""
     try:
-        raw = s.encode("latin-1")
-    except UnicodeEncodeError as e:
-        raise EvalInputError(f"invalid character {s[e.start]!r} at position {e.start} of counts string") from e
-    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if c.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    bad = np.flatnonzero((c < 0) | (c > 63))
-    if bad.size:
-        raise EvalInputError(f"invalid character {s[int(bad[0])]!r} at position {int(bad[0])} of counts string")
-    last = (c & 0x20) == 0  # a value ends at a character without the continuation bit
-    if not last[-1]:
-        raise EvalInputError("counts string is truncated")
-    ends = np.flatnonzero(last)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    group = np.repeat(np.arange(len(ends)), ends - starts + 1)
-    k = np.arange(c.size) - starts[group]  # 5-bit group index within its value
-    if k.max() > 12:
-        raise EvalInputError("counts string has an implausibly long value")
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    neg = (c[ends] & 0x10) != 0  # sign bit of the last group: sign-extend
-    x[neg] -= np.int64(1) << (5 * (ends[neg] - starts[neg] + 1))
-    # from the 4th value on, values are deltas to the value two positions before:
-    # x[m] = d[m] + x[m-2] for m > 2, i.e. cumulative sums of the odd and even (m >= 2) chains
-    out = x.copy()
-    out[1::2] = np.cumsum(x[1::2])
-    out[2::2] = np.cumsum(x[2::2])
-    return out
+        return rle_counts(s)
+    except EvalInputError:
+        raise
+    except InputError as e:
+        raise EvalInputError(str(e)) from None
 
 
 def check_rle(rle: Any, height: int | None = None, width: int | None = None) -> None:

@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 from torch import Tensor
 
+from ..errors import InputError
 from .boxes import _greedy_suppress
 
 __all__ = ["mask_iou", "mask_nms", "rle_encode", "rle_decode", "fill_holes", "remove_small_regions"]
@@ -221,3 +222,50 @@ def rle_to_xywh(rles: Sequence[Dict]) -> np.ndarray:
     if len(rles) == 0:
         return np.zeros((0, 4))
     return np.asarray(mask_utils.toBbox(list(rles)), dtype=float).reshape(-1, 4)
+
+
+# ---------------------------------------------------------------- compressed RLE strings
+__all__ += ["rle_counts"]
+
+
+def rle_counts(s: str) -> np.ndarray:
+    """Decode a compressed COCO RLE ``counts`` string into run lengths (int64 array), in numpy.
+
+    Hand-written on purpose: pycocotools' C parser silently accepts garbage (characters outside
+    the alphabet, a truncated value), so files from outside (evaluation inputs, training
+    annotations) are checked with this first. Each run is a little-endian sequence of 5-bit
+    groups, one character per group (``chr(48 + v)``), bit 0x20 marking "more groups follow",
+    bit 0x10 of the last group the sign; from the fourth run on, a value is a delta to the run
+    two positions before.
+
+    Vectorised with numpy (a 600x600 mask takes ~tens of microseconds).  Raises
+    :class:`~conceptseg.errors.InputError` on characters outside the alphabet or a truncated last value.
+    """
+    try:
+        raw = s.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise InputError(f"invalid character {s[e.start]!r} at position {e.start} of counts string") from e
+    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    bad = np.flatnonzero((c < 0) | (c > 63))
+    if bad.size:
+        raise InputError(f"invalid character {s[int(bad[0])]!r} at position {int(bad[0])} of counts string")
+    last = (c & 0x20) == 0  # a value ends at a character without the continuation bit
+    if not last[-1]:
+        raise InputError("counts string is truncated")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    group = np.repeat(np.arange(len(ends)), ends - starts + 1)
+    k = np.arange(c.size) - starts[group]  # 5-bit group index within its value
+    if k.max() > 12:
+        raise InputError("counts string has an implausibly long value")
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    neg = (c[ends] & 0x10) != 0  # sign bit of the last group: sign-extend
+    x[neg] -= np.int64(1) << (5 * (ends[neg] - starts[neg] + 1))
+    # from the 4th value on, values are deltas to the value two positions before:
+    # x[m] = d[m] + x[m-2] for m > 2, i.e. cumulative sums of the odd and even (m >= 2) chains
+    out = x.copy()
+    out[1::2] = np.cumsum(x[1::2])
+    out[2::2] = np.cumsum(x[2::2])
+    return out

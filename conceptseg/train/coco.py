@@ -33,33 +33,9 @@ from pycocotools import mask as mask_util
 
 from ..data.foreign import refuse_training
 from ..errors import InputError
+from ..ops.masks import rle_counts
 
-__all__ = ["CocoConceptDataset", "decode_rle_string", "validate_segmentation"]
-
-
-def decode_rle_string(s: str) -> list[int]:
-    """COCO compressed RLE string -> run lengths (pycocotools' rleFrString, in Python).
-    Raises ValueError on characters outside the alphabet or a truncated run."""
-    counts: list[int] = []
-    p, n = 0, len(s)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("truncated run at the end of the counts string")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"character {s[p]!r} at offset {p} is not RLE")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+__all__ = ["CocoConceptDataset", "validate_segmentation"]
 
 
 def validate_segmentation(seg, height: int, width: int) -> str | None:
@@ -76,15 +52,15 @@ def validate_segmentation(seg, height: int, width: int) -> str | None:
             return f"invalid RLE: size {h}x{w} does not match the image ({height}x{width})"
         if isinstance(counts, (bytes, str)):
             try:
-                runs = decode_rle_string(counts.decode("ascii") if isinstance(counts, bytes) else counts)
-            except (ValueError, UnicodeDecodeError) as e:
+                runs = rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts)
+            except (InputError, UnicodeDecodeError) as e:
                 return f"invalid RLE: {e}"
         elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool)
                                               for v in counts):
             runs = counts
         else:
             return "invalid RLE: counts must be a string or a list of integers"
-        if not runs:
+        if len(runs) == 0:
             return "invalid RLE: no runs"
         if any(v < 0 for v in runs):
             return "invalid RLE: negative run length"
