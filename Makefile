@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[test,video,eval,serve,mcp]"
+	$(BIN)/pip install -q -e ".[test,video,eval,serve,mcp,scale,annotate,onnx]"
 	touch $@
 
 venv: $(BIN)/.installed
